@@ -1,0 +1,13 @@
+"""Weight conversion from the reference frameworks.
+
+    from jtransfer import convert
+    variables = convert.from_torchvision("resnet50.safetensors", "resnet50")
+
+Command line (writes an Orbax checkpoint that ``jtransfer.weights.load`` reads):
+
+    python -m jtransfer.convert --arch resnet50 --src resnet50.pth --out weights/resnet50
+"""
+
+from jtransfer.convert.torchvision import ConversionError, from_torchvision, read_state_dict
+
+__all__ = ["ConversionError", "from_torchvision", "read_state_dict"]
