@@ -80,3 +80,12 @@ def test_momentum_and_epsilon_are_torchvision_s():
 def test_unknown_arch_is_a_clear_error():
   with pytest.raises(ValueError, match="resnet19"):
     models.create("resnet19")
+
+
+def test_narrow_resnet_for_cpu_demos():
+  model = models.create("resnet18", num_classes=10, small_stem=True, base_planes=16)
+  x = jnp.zeros((1, 16, 16, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert variables["params"]["layer4"]["0"]["conv1"]["kernel"].shape == (3, 3, 64, 128)
+  logits, feats = model.apply(variables, x)
+  assert feats["pre_logits"].shape == (1, 128) and logits.shape == (1, 10)

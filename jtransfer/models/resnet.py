@@ -145,6 +145,9 @@ class ResNet(nn.Module):
       BatchNorm uses running statistics even when ``train=True``, so its ``batch_stats`` never change.
     dropout_rate: dropout on ``pre_logits`` before the head (needs a "dropout" rng in training).
     zero_init_residual: torchvision's option: last BN of each block starts at zero scale.
+    base_planes: channels of the stem and the first stage (torchvision: 64; stages double it). A
+      smaller value (e.g. 16) gives a narrow ResNet for CPU demos and distillation students; only
+      64 matches torchvision's weights.
   """
   block: Any
   layers: Sequence[int]
@@ -156,6 +159,7 @@ class ResNet(nn.Module):
   frozen_bn: tuple[str, ...] = ()
   dropout_rate: float = 0.0
   zero_init_residual: bool = False
+  base_planes: int = 64
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -163,16 +167,17 @@ class ResNet(nn.Module):
     features = {}
     x = x.astype(self.dtype)
     if self.small_stem:
-      x = nn.Conv(64, (3, 3), (1, 1), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=conv_init,
+      x = nn.Conv(self.base_planes, (3, 3), (1, 1), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=conv_init,
                   dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(x)
       x = nn.relu(norm(self, "bn1", x, train))
     else:
-      x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, kernel_init=conv_init,
+      x = nn.Conv(self.base_planes, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, kernel_init=conv_init,
                   dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(x)
       x = nn.relu(norm(self, "bn1", x, train))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
     features["stem"] = x
-    for i, (n, planes) in enumerate(zip(self.layers, (64, 128, 256, 512))):
+    stage_planes = [self.base_planes * 2**i for i in range(4)]
+    for i, (n, planes) in enumerate(zip(self.layers, stage_planes)):
       x = Stage(self.block, planes, n, 1 if i == 0 else 2, self.groups, self.width_per_group,
                 norm, self.dtype, name=f"layer{i + 1}")(x, train)
       features[f"layer{i + 1}"] = x
