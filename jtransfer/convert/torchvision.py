@@ -77,6 +77,41 @@ def _flax_path(key: str) -> tuple[str, tuple[str, ...]] | None:
   return "params", (*mods, name)  # unknown: reported as unexpected below
 
 
+def _torch_key(col: str, path: tuple[str, ...]) -> str:
+  """Inverse of ``_flax_path``: (collection, flax path) → torchvision key."""
+  *mods, name = path
+  leaf = mods[-1]
+  if leaf == "fc":
+    name = {"kernel": "weight"}.get(name, name)
+  elif re.fullmatch(r"(downsample_)?bn\d*", leaf):
+    name = {flax: torch for torch, flax in _BN.items()}[(col, name)]
+  elif name == "kernel":
+    name = "weight"
+  if leaf in ("downsample_conv", "downsample_bn"):
+    mods = [*mods[:-1], "downsample", "0" if leaf == "downsample_conv" else "1"]
+  return ".".join((*mods, name))
+
+
+def to_torchvision(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """``{'params', 'batch_stats'}`` → a torchvision state dict of numpy arrays (for ``load_state_dict``).
+
+  BatchNorm ``num_batches_tracked`` counters are written as 0, as torchvision's strict loading expects them.
+  """
+  out = {}
+  for col in ("params", "batch_stats"):
+    for path, value in traverse_util.flatten_dict(dict(variables[col])).items():
+      value = np.asarray(value, np.float32)
+      if value.ndim == 4:
+        value = np.transpose(value, (3, 2, 0, 1))  # HWIO → OIHW
+      elif value.ndim == 2:
+        value = value.T
+      key = _torch_key(col, path)
+      out[key] = np.ascontiguousarray(value)
+      if col == "batch_stats" and path[-1] == "mean":
+        out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
+  return out
+
+
 def _to_flax(name: str, value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv OIHW → HWIO
     return np.transpose(value, (2, 3, 1, 0))

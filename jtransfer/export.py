@@ -1,0 +1,76 @@
+"""Weights out of JAX: a run's variables as a torchvision-named ``.safetensors`` file, and back.
+
+    from jtransfer import export
+    export.to_safetensors(variables, "model.safetensors", metadata={"arch": "resnet18"})
+    variables = export.from_safetensors("model.safetensors", "resnet18")
+
+    # in PyTorch (keys are torchvision's, so ``load_state_dict`` is strict):
+    #   from safetensors.torch import load_file
+    #   torchvision.models.resnet18(num_classes=10).load_state_dict(load_file("model.safetensors"))
+
+Command line: ``python -m jtransfer.export --weights=WORKDIR_OR_WEIGHTS_DIR --out=model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Mapping
+
+from absl import app, flags
+
+from jtransfer import weights
+from jtransfer.convert.torchvision import from_torchvision, to_torchvision
+
+
+def to_safetensors(variables: Mapping[str, Any], path: str | os.PathLike, *,
+                   metadata: Mapping[str, Any] | None = None) -> str:
+  """Writes ``variables`` with torchvision's key names; atomic (temp file + rename)."""
+  from safetensors.numpy import save_file
+  path = os.path.abspath(os.fspath(path))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
+  os.close(fd)
+  try:
+    save_file(to_torchvision(variables), tmp, metadata=meta or None)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return path
+
+
+def from_safetensors(path: str | os.PathLike, arch: str, **kwargs) -> dict[str, Any]:
+  """Reads a file written by ``to_safetensors`` (or any torchvision ResNet ``.safetensors``)."""
+  return from_torchvision(path, arch, **kwargs)
+
+
+def _weights_dir(path: str) -> str:
+  """A weights dir, or a run's workdir holding one under ``export/``."""
+  for candidate in (path, os.path.join(path, "export")):
+    if os.path.isdir(os.path.join(candidate, "variables")):
+      return candidate
+  raise FileNotFoundError(f"No exported weights at {path} (expected {path}/variables or {path}/export/variables)")
+
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "A training workdir or a weights dir (Orbax).")
+_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.")
+
+
+def main(argv):
+  del argv
+  src = _weights_dir(_WEIGHTS.value)
+  variables = weights.load(src)
+  meta = {"source": src}
+  config = os.path.join(_WEIGHTS.value, "config.json")
+  if os.path.isfile(config):
+    with open(config) as f:
+      meta["config"] = f.read()
+  print("wrote", to_safetensors(variables, _OUT.value, metadata=meta))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["weights", "out"])
+  app.run(main)
