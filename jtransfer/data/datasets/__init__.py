@@ -47,9 +47,9 @@ def get_builder(name, data_dir=None):
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f'Unknown dataset {name!r}: not a TFDS dataset, not one of '
-                     f'{sorted(OFFLINE_BUILDERS)}, and not "folder:/path".\n'
-                     + how_to_prepare(name, data_dir)) from e
+    raise ValueError(f'Unknown dataset {name!r}: not a registered TFDS dataset, not '
+                     f'prepared in data_dir={data_dir!r}, not one of the offline '
+                     f'{sorted(OFFLINE_BUILDERS)}, and not "folder:/path/root"') from e
 
 
 def as_dataset(builder, split, **kwargs):
