@@ -1,0 +1,141 @@
+"""The experiment config: every section the trainer reads, each field with its default and meaning.
+
+    from jtransfer.train import config as train_config
+    config = train_config.get_base_config()      # locked: a typo in an override is an error
+    config.model.arch = "resnet50"
+    config.data.dataset = "mnist5k"
+    config.freezing = optim.get_freezing_config("linear_probe")
+
+Sections: ``model``, ``data`` (= ``data.get_config()``), ``optim`` (= ``optim.get_config()``),
+``freezing`` (= ``optim.get_freezing_config()``: param rules, BatchNorm mode, L2-SP), ``loss``
+and ``train``. Experiment files in ``configs/`` start from this and change what they need.
+"""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+
+def get_model_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  # A name of jtransfer.models.ARCHS (resnet18 ... resnext101_64x4d).
+  c.arch = "resnet18"
+  # Head size; None = the dataset's number of classes.
+  c.num_classes = config_dict.placeholder(int)
+  # 3×3 stride-1 stem without max-pool, for small (≤ 64 px) images.
+  c.small_stem = False
+  # Compute dtype, 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
+  c.dtype = "float32"
+  # Channels of the stem and first stage (stages double it); 64 is torchvision's (and its weights');
+  # 16 gives a narrow ResNet for CPU runs and distillation students.
+  c.base_planes = 64
+  # Dropout on pre_logits before the head.
+  c.dropout_rate = 0.0
+  # Pretrained weights: a dir from `python -m jtransfer.convert` / a run's export, or a torchvision
+  # .pth/.safetensors file (read with `arch`). '' = random initialisation.
+  c.init = ""
+  # Regexes of parameter paths kept at their fresh initialisation instead of loaded (the new head).
+  c.init_skip = (r"^fc/",)
+  return c
+
+
+def get_loss_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  # Targets smoothed toward uniform by this much (0 = plain cross-entropy).
+  c.label_smoothing = 0.0
+  c.distill = config_dict.ConfigDict()
+  # Teacher weights (a run's export/ dir, a converted dir or a torchvision file); '' = no distillation.
+  c.distill.teacher = ""
+  # Teacher architecture; '' = read from the teacher dir's model.json (written with every export).
+  c.distill.arch = ""
+  # Weight of the cross-entropy with the labels; 1 - alpha weighs T²·KL(teacher_T ‖ student_T).
+  c.distill.alpha = 0.5
+  # Softmax temperature T of both teacher and student in the KL term.
+  c.distill.temperature = 4.0
+  return c
+
+
+def get_train_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  # Optimizer steps of the whole run (the schedule spans them).
+  c.num_steps = 1000
+  # Evaluate on the whole eval split every this many steps (and at the end); 0 = only at the end.
+  c.eval_every = 200
+  # Save a checkpoint every this many steps (and at every evaluation and at the end); async.
+  c.ckpt_every = 200
+  # Keep this many most recent checkpoints (plus the best by `best_metric`).
+  c.keep = 2
+  # Write train metrics (loss, norms, img/s) every this many steps.
+  c.log_every = 50
+  # Seed of parameter init, dropout and the train data order: same seed, same run.
+  c.seed = 0
+  # Data parallelism: 'jit' (jax.jit over a mesh of all devices) or 'pmap'.
+  c.parallel = "jit"
+  # Eval metric ranking checkpoints and driving early stopping; a key of the eval metrics
+  # ('top1', 'top5', 'loss', 'macro_f1', 'auc_roc', ...).
+  c.best_metric = "top1"
+  # 'max' or 'min' (for 'loss').
+  c.best_mode = "max"
+  # Stop after this many evaluations without a strict improvement of best_metric; 0 = never.
+  c.patience = 0
+  # Parameters exported at the end: 'best' (the best checkpoint by best_metric) or 'last'.
+  c.export = "best"
+  # With optim.ema_decay set: evaluate (and export) the EMA of the parameters instead of them.
+  c.eval_ema = True
+  # Write TensorBoard event files beside metrics.jsonl.
+  c.tensorboard = True
+  # Show a progress line (steps, img/s, ETA) on process 0.
+  c.progress = True
+  c.distributed = config_dict.ConfigDict()
+  # Multi-host: address 'host:port' of process 0's coordinator; '' = JAX_COORDINATOR_ADDRESS or none.
+  c.distributed.coordinator_address = ""
+  # Number of processes and this one's index; -1 = JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+  c.distributed.num_processes = -1
+  c.distributed.process_id = -1
+  # Call jax.distributed.initialize() with no arguments (TPU pods, SLURM: JAX finds everything).
+  c.distributed.auto = False
+  # CPU collectives for multi-process CPU runs ('gloo'); '' = JAX's default.
+  c.distributed.cpu_collectives = ""
+  return c
+
+
+def get_base_config() -> config_dict.ConfigDict:
+  """All sections with their defaults, locked."""
+  from jtransfer import data, optim  # pylint: disable=g-import-not-at-top
+
+  c = config_dict.ConfigDict()
+  c.model = get_model_config()
+  c.data = data.get_config()
+  c.optim = optim.get_config()
+  c.freezing = optim.get_freezing_config()
+  c.loss = get_loss_config()
+  c.train = get_train_config()
+  c.lock()
+  return c
+
+
+def validate(config: config_dict.ConfigDict) -> None:
+  """Raises ValueError naming the first inconsistent training field (data has its own check)."""
+  t = config.train
+  if t.parallel not in ("jit", "pmap"):
+    raise ValueError(f"train.parallel must be 'jit' or 'pmap', got {t.parallel!r}")
+  if t.export not in ("best", "last"):
+    raise ValueError(f"train.export must be 'best' or 'last', got {t.export!r}")
+  if t.best_mode not in ("max", "min"):
+    raise ValueError(f"train.best_mode must be 'max' or 'min', got {t.best_mode!r}")
+  for key in ("num_steps", "keep"):
+    if t[key] < 1:
+      raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
+  for key in ("eval_every", "ckpt_every", "log_every", "patience"):
+    if t[key] < 0:
+      raise ValueError(f"train.{key} must be >= 0, got {t[key]}")
+  d = config.loss.distill
+  if d.teacher and not 0.0 <= d.alpha <= 1.0:
+    raise ValueError(f"loss.distill.alpha must be in [0, 1], got {d.alpha}")
+  if d.teacher and d.temperature <= 0:
+    raise ValueError(f"loss.distill.temperature must be > 0, got {d.temperature}")
+  if not 0.0 <= config.loss.label_smoothing < 1.0:
+    raise ValueError(f"loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}")
+
+
+__all__ = ["get_base_config", "get_loss_config", "get_model_config", "get_train_config", "validate"]

@@ -1,0 +1,79 @@
+"""Tiny, fast pieces for tests of the trainer: a config, in-memory data, subprocess environments.
+
+    config = testing.tiny_config(num_steps=4)
+    source = testing.tiny_source()
+    result = trainer.train_and_evaluate(config, tmp_path, source=source)
+
+The model is a small-stem ResNet-18 with 8 base planes on 8×8 images: one train step compiles in a
+few seconds on a CPU core and runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from jtransfer.train import config as config_lib
+from jtransfer.train import inputs
+
+
+def tiny_config(**train_overrides):
+  """The base config, shrunk: resnet18 (8 base planes, small stem), SGD, no TensorBoard/progress."""
+  c = config_lib.get_base_config()
+  c.model.small_stem = True
+  c.model.base_planes = 8
+  c.optim.name = "momentum"
+  c.optim.lr = 0.05
+  c.optim.schedule = "constant"
+  c.train.num_steps = 4
+  c.train.eval_every = 2
+  c.train.ckpt_every = 2
+  c.train.log_every = 1
+  c.train.keep = 2
+  c.train.tensorboard = False
+  c.train.progress = False
+  for k, v in train_overrides.items():
+    c.train[k] = v
+  return c
+
+
+def tiny_arrays(num_train: int = 48, num_eval: int = 20, num_classes: int = 4, size: int = 8,
+                seed: int = 0):
+  """Learnable toy images: each class brightens its own quadrant-ish pattern, plus noise."""
+  rng = np.random.default_rng(seed)
+  patterns = rng.normal(size=(num_classes, size, size, 3)).astype(np.float32)
+  def make(n):
+    y = rng.integers(0, num_classes, n)
+    x = patterns[y] + 0.5 * rng.normal(size=(n, size, size, 3)).astype(np.float32)
+    return x.astype(np.float32), y.astype(np.int32)
+  return make(num_train), make(num_eval)
+
+
+def tiny_source(batch_size: int = 8, eval_batch_size: int = 8, **kwargs) -> inputs.ArraySource:
+  train, evaluation = tiny_arrays(**kwargs)
+  return inputs.ArraySource(train, evaluation, batch_size=batch_size,
+                            eval_batch_size=eval_batch_size)
+
+
+def subprocess_env(num_devices: int | None = None, **extra: str) -> dict:
+  """The environment for a child Python: this package importable, ``num_devices`` CPU devices."""
+  env = dict(os.environ)
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  if num_devices:
+    flags.append(f"--xla_force_host_platform_device_count={num_devices}")
+  env["XLA_FLAGS"] = " ".join(flags)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  env.update(extra)
+  return env
+
+
+PYTHON = sys.executable
+
+
+__all__ = ["PYTHON", "subprocess_env", "tiny_arrays", "tiny_config", "tiny_source"]
