@@ -37,5 +37,6 @@ def _bad_labels(self, split, decoders=None, read_config=None, shuffle_files=Fals
 def test_label_out_of_range_names_dataset_and_split():
   cfg = _cfg('mnist')
   with tfds.testing.mock_data(as_dataset_fn=_bad_labels):
-    with pytest.raises(ValueError, match=r'mnist/test: label outside \[0, 10\)'):
+    with pytest.raises(ValueError, match=r'mnist/test: label outside range\(num_classes\) '
+                       r'= \[0, 10\), got 12'):
       list(data.eval_iterator(cfg))

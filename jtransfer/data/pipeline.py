@@ -17,6 +17,7 @@ Eval: every process pads its part to the same number of whole batches; 'mask' ma
 real examples, so each one is counted once across processes and none is dropped.
 """
 import math
+import re
 from typing import Iterator, Optional
 
 import jax
@@ -51,8 +52,8 @@ def _local_batch(global_batch, process_count, key):
 
 def _check_labels(split: sources.Split):
   """A map fn that fails (InvalidArgumentError) on a label outside [0, num_classes)."""
-  message = (f'{_LABEL_ERROR}: {split.description}: label outside [0, {split.num_classes})'
-             ' (num_classes of the dataset):')
+  message = (f'{_LABEL_ERROR}: {split.description}: label outside range(num_classes) = '
+             f'[0, {split.num_classes}), got')
 
   def fn(ex):
     label = ex['label']
@@ -78,7 +79,7 @@ def _check_shape(ds, key):
   return tuple(shape.as_list())
 
 
-def _as_numpy(ds, description) -> Iterator[dict]:
+def _as_numpy(ds) -> Iterator[dict]:
   """Iterates `ds` as numpy, turning a label check failure into a ValueError."""
   it = iter(ds.as_numpy_iterator())
   while True:
@@ -87,9 +88,9 @@ def _as_numpy(ds, description) -> Iterator[dict]:
     except StopIteration:
       return
     except tf.errors.InvalidArgumentError as e:
-      if _LABEL_ERROR in e.message:
-        detail = e.message.split(_LABEL_ERROR + ': ', 1)[1].split('\n')[0]
-        raise ValueError(f'{detail} {description}') from None
+      found = re.search(_LABEL_ERROR + r': (.*?)\] \[(-?\d+)\]', e.message)
+      if found:
+        raise ValueError(f'{found.group(1)} {found.group(2)}') from None
       raise
     yield batch
 
@@ -153,7 +154,7 @@ def train_iterator(cfg, seed: int = 0, start_step: int = 0, *,
   """
   ds = train_dataset(cfg, seed=seed, start_step=start_step, process_index=process_index,
                      process_count=process_count)
-  return _as_numpy(ds, '(train split)')
+  return _as_numpy(ds)
 
 
 def eval_dataset(cfg, split: Optional[str] = None, *,
@@ -188,7 +189,7 @@ def eval_iterator(cfg, split: Optional[str] = None, *,
    'mask': bool}; every process yields the same number of batches.
   """
   ds = eval_dataset(cfg, split, process_index=process_index, process_count=process_count)
-  return _as_numpy(ds, f'(split {split or cfg.eval_split!r})')
+  return _as_numpy(ds)
 
 
 def to_global(local_batch, sharding):
