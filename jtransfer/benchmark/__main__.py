@@ -1,0 +1,25 @@
+"""python -m jtransfer.benchmark --config=configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]"""
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, caches and results go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax
+  # Many short runs of the same few programs: reuse compiled executables across runs and restarts.
+  jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  from jtransfer.benchmark import harness
+  harness.run(_CONFIG.value, _WORKDIR.value, stream=sys.stdout)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,73 @@
+"""Frozen-backbone features, extracted once per (weights, dataset, split) and cached on disk.
+
+    cache = FeatureCache("workdirs/demo/features")
+    x, y = cache.get(model_cfg, data_cfg, split="train")   # [N, D] pre_logits, [N] labels
+
+Train features are extracted for the whole split (no few-shot selection, eval preprocessing);
+few-shot subsets are then picked with ``data.sample_per_class`` on the same split order, exactly
+the examples the training pipeline would use for that ``shots`` and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import jax
+import numpy as np
+
+from jtransfer import data, models, weights
+
+
+def _key(model_cfg, data_cfg, split: str) -> str:
+  init = os.path.abspath(model_cfg.init)
+  stamp = os.path.getmtime(init) if os.path.exists(init) else None
+  desc = {"init": init, "stamp": stamp, "arch": model_cfg.arch, "small_stem": model_cfg.small_stem,
+          "base_planes": model_cfg.base_planes, "dataset": data_cfg.dataset, "split": split,
+          "pp": data.resolve_pp(data_cfg, train=False), "data_dir": data_cfg.data_dir}
+  return hashlib.sha1(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def extract(model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """``pre_logits`` of every example of ``split`` (in split order), with the eval preprocessing."""
+  if not model_cfg.init:
+    raise ValueError("Feature extraction needs pretrained weights: model.init is empty")
+  model = models.create(model_cfg.arch, num_classes=None, small_stem=model_cfg.small_stem,
+                        base_planes=model_cfg.base_planes, dtype=model_cfg.dtype)
+  variables = weights.load(model_cfg.init, arch=model_cfg.arch)
+  variables = {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
+               "batch_stats": variables["batch_stats"]}
+  apply = jax.jit(lambda v, x: model.apply(v, x)[1]["pre_logits"].astype("float32"))
+  cfg = data_cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.shots, cfg.vtab1k = None, False
+  feats, labels = [], []
+  for batch in data.eval_iterator(cfg, split, process_index=0, process_count=1):
+    keep = batch["mask"]
+    feats.append(np.asarray(apply(variables, batch["image"]))[keep])
+    labels.append(batch["label"][keep])
+  return np.concatenate(feats), np.concatenate(labels)
+
+
+class FeatureCache:
+  """``.npz`` files keyed by weights (path and mtime), model options, dataset, split and pp."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self.extractions = 0  # how many times the backbone actually ran (tests check reuse)
+
+  def get(self, model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+    path = os.path.join(self.directory, f"{data_cfg.dataset}-{split}-{_key(model_cfg, data_cfg, split)}.npz")
+    if os.path.exists(path):
+      with np.load(path) as f:
+        return f["x"], f["y"]
+    x, y = extract(model_cfg, data_cfg, split)
+    self.extractions += 1
+    os.makedirs(self.directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=self.directory)
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, x=x, y=y)
+    os.replace(tmp, path)
+    return x, y

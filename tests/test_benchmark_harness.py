@@ -1,0 +1,136 @@
+"""The harness end to end on real offline data: pretrain, grid, cached features, resume, report."""
+
+import json
+import os
+
+import pytest
+from ml_collections import config_dict
+
+from jtransfer import optim
+from jtransfer.benchmark import harness
+from jtransfer.train import config as train_config
+
+
+def _experiment(dataset, steps):
+  c = train_config.get_base_config()
+  c.model.small_stem = True
+  c.model.base_planes = 8
+  c.data.dataset = dataset
+  c.data.image_size = 8
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 500
+  c.optim.warmup_steps = 0
+  c.train.num_steps = steps
+  c.train.eval_every = 0
+  c.train.ckpt_every = 0
+  c.train.export = "last"
+  c.train.tensorboard = False
+  c.train.progress = False
+  return c
+
+
+def _variant(kind, *, pretrained=True, freezing=None, overrides=(), teacher="", args=None):
+  v = config_dict.ConfigDict()
+  v.kind, v.pretrained, v.teacher, v.args = kind, pretrained, teacher, args or {}
+  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
+  v.overrides = tuple(overrides)
+  return v
+
+
+def tiny_config():
+  c = config_dict.ConfigDict()
+  c.pretrain = config_dict.ConfigDict({"enabled": True, "config": _experiment("mnist5k", 3)})
+  c.base = _experiment("uci_digits", 2)
+  c.datasets = ("uci_digits",)
+  c.shots = (2,)
+  c.seeds = (0, 1)
+  c.shot_overrides = {}
+  c.variants = config_dict.ConfigDict({
+      "ridge": _variant("ridge"),
+      "linear_probe_cached": _variant("linear_probe_cached", args={"steps": 20}),
+      "full_finetune": _variant("train", freezing=optim.get_freezing_config("full_ft")),
+      "distill": _variant("train", pretrained=False, teacher="full_finetune",
+                          overrides=(("model.base_planes", 4),)),
+  })
+  c.order = ("ridge", "linear_probe_cached", "full_finetune", "distill")
+  return c
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  import jax
+  # As the CLI does: seed 1's runs reuse seed 0's compiled programs.
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  workdir = str(tmp_path_factory.mktemp("bench"))
+  with open(os.devnull, "w") as sink:
+    rows = harness.run(tiny_config(), workdir, stream=sink)
+  return workdir, rows
+
+
+def test_every_cell_has_one_result_with_its_config(finished):
+  workdir, rows = finished
+  assert len(rows) == 8
+  with open(os.path.join(workdir, "results.jsonl")) as f:
+    lines = [json.loads(l) for l in f]
+  assert sorted(r["cell"] for r in lines) == sorted(c.id for c in harness.cells(tiny_config()))
+  for r in lines:
+    assert 0.0 <= r["accuracy"] <= 1.0 and r["wall_s"] > 0
+    assert r["config"]["data"]["shots"] == 2 and r["config"]["data"]["fewshot_seed"] == r["seed"]
+  ft = next(r for r in lines if r["variant"] == "full_finetune")
+  assert ft["config"]["model"]["init"].endswith(os.path.join("pretrain", "export"))
+  student = next(r for r in lines if r["variant"] == "distill")
+  assert student["config"]["model"]["init"] == ""
+
+
+def test_distillation_is_taught_by_the_same_cell_s_fine_tune(finished):
+  workdir, rows = finished
+  d = next(r for r in rows if r["variant"] == "distill" and r["seed"] == 1)
+  assert d["config"]["loss"]["distill"]["teacher"] == os.path.join(
+      workdir, "runs", "uci_digits", "full_finetune", "shots-2", "seed-1", "export")
+  assert d["config"]["model"]["base_planes"] == 4
+
+
+def test_features_are_extracted_once_per_split(finished):
+  workdir, _ = finished
+  assert len(os.listdir(os.path.join(workdir, "features"))) == 2  # train + test, shared by 4 cells
+
+
+def test_tables_and_plot(finished):
+  workdir, _ = finished
+  md = open(os.path.join(workdir, "results.md")).read()
+  for v in tiny_config().order:
+    assert f"| {v} |" in md
+  assert os.path.getsize(os.path.join(workdir, "results.png")) > 10_000
+  assert len(open(os.path.join(workdir, "results.csv")).read().splitlines()) == 1 + 4
+
+
+def test_restart_skips_finished_cells_and_runs_the_missing_one(finished):
+  workdir, _ = finished
+  path = os.path.join(workdir, "results.jsonl")
+  lines = open(path).read().splitlines()
+  dropped = json.loads(lines[-1])
+  with open(path, "w") as f:
+    f.write("\n".join(lines[:-1]) + "\n")
+  log = os.path.join(workdir, "log.txt")
+  with open(log, "w") as sink:
+    rows = harness.run(tiny_config(), workdir, stream=sink)
+  out = open(log).read()
+  assert "reusing pretrained weights" in out
+  assert out.count("[benchmark ") == 1 and dropped["cell"] in out
+  assert len(rows) == 8
+
+
+def test_unknown_override_key_fails_before_running(tmp_path):
+  config = tiny_config()
+  config.variants.full_finetune.overrides = (("optim.lrr", 0.1),)
+  with pytest.raises(KeyError, match=r"variants.full_finetune.overrides: unknown config key 'optim.lrr'"):
+    harness.run(config, str(tmp_path), stream=open(os.devnull, "w"))
+  assert not os.path.exists(os.path.join(tmp_path, "pretrain"))
+
+
+def test_teacher_must_run_first():
+  config = tiny_config()
+  config.order = ("ridge", "linear_probe_cached", "distill", "full_finetune")
+  with pytest.raises(ValueError, match="teacher='full_finetune' must name a variant listed before it"):
+    harness.validate(config)
