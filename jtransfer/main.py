@@ -1,0 +1,38 @@
+"""The command line: parse flags, call ``train.trainer.train_and_evaluate``. Nothing else lives here.
+
+    python -m jtransfer.main --config=configs/finetune_digits.py:runlocal --workdir=workdirs/digits \
+        --config.optim.lr=0.01 --config.train.num_steps=500
+
+The config is locked: ``--config.train.num_step=5`` (a typo) is an error naming the key. Running
+the same command again resumes from the workdir's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, configs/FILE.py[:ARG]; override fields with "
+    "--config.SECTION.KEY=VALUE.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and result.json; "
+                    "an existing one is resumed.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top  (after flag parsing)
+  try:
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except trainer.NonFiniteLossError as e:
+    sys.exit(f"jtransfer: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
