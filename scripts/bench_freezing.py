@@ -7,9 +7,10 @@ gradient of the whole tree, zeroed by ``optax.set_to_zero`` afterwards.
         .venv/bin/python scripts/bench_freezing.py            # both settings, ~5 min on 2 cores
 
 Settings: ResNet-18 at 224 px, batch 32; small-stem ResNet-18 at 32 px, batch 128. Each step is
-compiled first (excluded), run ``--warmup`` times, then timed ``--steps`` times: the median is
-reported, with GFLOP/img from ``compile().cost_analysis()``. Weights are random (speed does not
-depend on them). "cached features" times the head's step on stored 512-d pre-logits; the cache
+compiled (excluded) and run ``--warmup`` times; then the variants are timed round-robin, one step
+each per repetition for ``--steps`` repetitions, so load from other jobs on a shared machine hits
+them alike. Reported: the median, with GFLOP/img from ``compile().cost_analysis()``. Weights are
+random (speed does not depend on them). "cached features" times the head's step on stored 512-d pre-logits; the cache
 costs one inference forward per image, reported on its own row.
 """
 
@@ -87,20 +88,33 @@ def naive_step(loss_fn, tx):
   return step
 
 
-def time_fn(fn, args, *, warmup, steps, threaded):
-  """Median seconds per call; ``threaded``: the first output feeds the next call's first arg."""
-  def call(a):
-    out = fn(*a)
-    jax.block_until_ready(out)
-    return ((out[0],) + tuple(a[1:])) if threaded else a
-  for _ in range(warmup):
-    args = call(args)
-  times = []
-  for _ in range(steps):
+class Timed:
+  """One compiled function and its arguments; ``threaded``: its first output is its next input."""
+
+  def __init__(self, label, compiled, args, batch, *, threaded):
+    self.label, self.compiled, self.args, self.batch = label, compiled, args, batch
+    self.threaded, self.times = threaded, []
+    self.flops = flops(compiled) / batch
+
+  def call(self):
     t = time.perf_counter()
-    args = call(args)
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+    out = self.compiled(*self.args)
+    jax.block_until_ready(out)
+    if self.threaded:
+      self.args = (out[0],) + tuple(self.args[1:])
+    return time.perf_counter() - t
+
+
+def time_interleaved(variants, *, warmup, steps):
+  """Round-robin: every repetition runs one step of each variant, so a busy neighbour slows all
+  of them alike; returns each variant's median seconds per step."""
+  for v in variants:
+    for _ in range(warmup):
+      v.call()
+  for _ in range(steps):
+    for v in variants:
+      v.times.append(v.call())
+  return [statistics.median(v.times) for v in variants]
 
 
 def bench_setting(name, *, img, batch, small_stem, warmup, steps):
@@ -112,9 +126,9 @@ def bench_setting(name, *, img, batch, small_stem, warmup, steps):
   labels = rng.integers(0, NUM_CLASSES, size=(batch,)).astype(np.int32)
   data = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
   cfg = optim_config()
-  rows = []
+  variants = []
 
-  def run(label, loss_fn, model_params, model_stats, rules, batch_, naive=False):
+  def add(label, loss_fn, model_params, model_stats, rules, batch_, naive=False):
     tx = optim.build_optimizer(cfg, rules, model_params, total_steps=1000)
     state = TrainState.create(params=jax.tree.map(jnp.copy, model_params),
                               batch_stats=jax.tree.map(jnp.copy, model_stats), tx=tx)
@@ -125,45 +139,45 @@ def bench_setting(name, *, img, batch, small_stem, warmup, steps):
       step = make_train_step(loss_fn, tx, mask)
     key = jax.random.key(0)
     compiled = jax.jit(step, donate_argnums=0).lower(state, batch_, key).compile()
-    sec = time_fn(compiled, (state, batch_, key), warmup=warmup, steps=steps, threaded=True)
-    rows.append((label, flops(compiled) / batch, sec))
-    print(f"  {label:<38} {rows[-1][1] / 1e9:8.3g} GFLOP/img {sec * 1e3:9.1f} ms/step "
-          f"{batch / sec:9.1f} img/s", flush=True)
+    variants.append(Timed(label, compiled, (state, batch_, key), batch, threaded=True))
 
-  print(f"resnet18 {img}px batch {batch}{' small-stem' if small_stem else ''}:", flush=True)
   for label, strategy in [("full fine-tune", "full_ft"), ("last-stage fine-tune", "last_stages"),
                           ("linear probe", "linear_probe")]:
     rules = optim.phases(optim.get_freezing_config(strategy))[0].param_rules
     labels_ = optim.label_params(params, rules)
     model = models.create("resnet18", num_classes=NUM_CLASSES, small_stem=small_stem,
                           frozen_bn=optim.frozen_bn_patterns(labels_, "frozen"))
-    run(label, image_loss(model), params, stats, rules, data)
+    add(label, image_loss(model), params, stats, rules, data)
 
-  # Linear probe on cached features: the head's step on stored pre-logits.
+  # Linear probe on cached features: the head's step on stored pre-logits; the cache itself costs
+  # one inference forward per image, timed on its own row.
   extract = jax.jit(lambda v, x: base.apply(v, x, train=False)[1]["pre_logits"])
   compiled = extract.lower(variables, data["image"]).compile()
-  sec = time_fn(compiled, (variables, data["image"]), warmup=warmup, steps=steps, threaded=False)
   features = compiled(variables, data["image"])
-  head = {"fc": params["fc"]}
-  run("linear probe, cached features", head_loss, head, {}, [(r"^fc/", 1.0)],
+  add("linear probe, cached features", head_loss, {"fc": params["fc"]}, {}, [(r"^fc/", 1.0)],
       {"features": features, "label": data["label"]})
-  rows.append(("  (feature cache: inference forward, once)", flops(compiled) / batch, sec))
-  print(f"  {rows[-1][0]:<38} {rows[-1][1] / 1e9:8.3g} GFLOP/img {sec * 1e3:9.1f} ms/step "
-        f"{batch / sec:9.1f} img/s", flush=True)
+  variants.append(Timed("(feature cache: inference forward, once)", compiled,
+                        (variables, data["image"]), batch, threaded=False))
 
   probe_rules = optim.phases(optim.get_freezing_config("linear_probe"))[0].param_rules
   model = models.create("resnet18", num_classes=NUM_CLASSES, small_stem=small_stem,
                         frozen_bn=optim.frozen_bn_patterns(optim.label_params(params, probe_rules)))
-  run("control: linear probe, naive full grad", image_loss(model), params, stats, probe_rules,
+  add("control: linear probe, naive full grad", image_loss(model), params, stats, probe_rules,
       data, naive=True)
-  return rows
+
+  medians = time_interleaved(variants, warmup=warmup, steps=steps)
+  print(f"resnet18 {img}px batch {batch}{' small-stem' if small_stem else ''}:", flush=True)
+  for v, sec in zip(variants, medians):
+    print(f"  {v.label:<42} {v.flops / 1e9:8.3g} GFLOP/img {sec * 1e3:9.1f} ms/step "
+          f"{batch / sec:10.1f} img/s  (min {min(v.times) * 1e3:.1f} ms)", flush=True)
+  return [(v.label, v.flops, sec) for v, sec in zip(variants, medians)]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--settings", default="224,32", help="comma-separated keys of SETTINGS")
   parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=7)
   args = parser.parse_args()
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {jax.device_count()} device(s); "
         f"median of {args.steps} steps after {args.warmup} warm-up steps", flush=True)
