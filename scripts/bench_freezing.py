@@ -4,7 +4,7 @@ gradient/param/update norms, one jit). A control row runs the linear probe the n
 gradient of the whole tree, zeroed by ``optax.set_to_zero`` afterwards.
 
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce \
-        .venv/bin/python scripts/bench_freezing.py            # both settings, ~5 min on 2 cores
+        .venv/bin/python scripts/bench_freezing.py            # both settings, ~4 min on 2 cores
 
 Settings: ResNet-18 at 224 px, batch 32; small-stem ResNet-18 at 32 px, batch 128. Each step is
 compiled (excluded) and run ``--warmup`` times; then the variants are timed round-robin, one step
