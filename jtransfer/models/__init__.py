@@ -34,7 +34,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def create(arch: str, *, num_classes: int | None = 1000, small_stem: bool = False,
            dtype: Any = jnp.float32, frozen_bn: tuple[str, ...] = (), dropout_rate: float = 0.0,
-           zero_init_residual: bool = False, base_planes: int = 64) -> ResNet:
+           zero_init_residual: bool = False, base_planes: int = 64,
+           domain_head: tuple[int, ...] = ()) -> ResNet:
   """Builds ``arch`` (a key of ``ARCHS``) as a linen Module; see ``ResNet`` for the options.
 
   ``dtype`` may be a jnp dtype or its name ("float32", "bfloat16").
@@ -49,7 +50,8 @@ def create(arch: str, *, num_classes: int | None = 1000, small_stem: bool = Fals
   return ResNet(block=block, layers=layers, num_classes=num_classes, groups=groups,
                 width_per_group=width, small_stem=small_stem, dtype=dtype,
                 frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate,
-                zero_init_residual=zero_init_residual, base_planes=base_planes)
+                zero_init_residual=zero_init_residual, base_planes=base_planes,
+                domain_head=tuple(domain_head))
 
 
 __all__ = ["ARCHS", "BasicBlock", "BatchNormSpec", "Bottleneck", "ResNet", "create"]

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jtransfer.adapt.grl import DomainHead, gradient_reversal
+
 # torchvision's BatchNorm2d: momentum 0.1 (flax counts the other way: 0.9) and eps 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -145,6 +147,9 @@ class ResNet(nn.Module):
       BatchNorm uses running statistics even when ``train=True``, so its ``batch_stats`` never change.
     dropout_rate: dropout on ``pre_logits`` before the head (needs a "dropout" rng in training).
     zero_init_residual: torchvision's option: last BN of each block starts at zero scale.
+    domain_head: hidden widths of a domain classifier (DANN, Ganin & Lempitsky 2015) fed from
+      ``pre_logits`` through a gradient reversal layer of strength ``grl_lambda``; its output is
+      ``features["domain_logits"]`` ([N], source vs target). Empty (default): no domain head.
     base_planes: channels of the stem and the first stage (torchvision: 64; stages double it). A
       smaller value (e.g. 16) gives a narrow ResNet for CPU demos and distillation students; only
       64 matches torchvision's weights.
@@ -160,9 +165,10 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0
   zero_init_residual: bool = False
   base_planes: int = 64
+  domain_head: tuple[int, ...] = ()
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, grl_lambda=1.0):
     norm = BatchNormSpec(tuple(self.frozen_bn), self.dtype, self.zero_init_residual)
     features = {}
     x = x.astype(self.dtype)
@@ -183,6 +189,9 @@ class ResNet(nn.Module):
       features[f"layer{i + 1}"] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x
+    if self.domain_head:
+      reversed_ = gradient_reversal(x.astype(jnp.float32), grl_lambda)
+      features["domain_logits"] = DomainHead(tuple(self.domain_head), name="domain_head")(reversed_)
     if self.num_classes is None:
       return None, features
     if self.dropout_rate > 0:
