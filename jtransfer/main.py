@@ -9,10 +9,12 @@ the same command again resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -24,9 +26,25 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
+_CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops the INFO chatter of ``_CHATTY`` libraries, and Orbax's warning for checkpoints saved
+  without metrics (every save between evaluations), so progress and the run's messages show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if not any(part in record.pathname for part in _CHATTY):
+      return True
+    return record.levelno > logging.WARNING or (
+        record.levelno == logging.WARNING and "did not provide metrics" not in record.getMessage())
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top  (after flag parsing)
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -116,6 +116,9 @@ class DataSource:
     return self._data.eval_iterator(self.cfg, process_index=process_index,
                                     process_count=process_count)
 
+  def save_class_names(self, workdir: str) -> None:
+    self._data.save_class_names(self.info, workdir)
+
 
 def from_config(data_cfg) -> DataSource:
   return DataSource(data_cfg)

@@ -1,0 +1,54 @@
+"""On 8 simulated CPU devices: jit over the mesh, pmap, and one device give the same parameters
+after 3 steps on the same global batch (cross-replica BatchNorm included)."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from jtransfer.train import testing
+
+SCRIPT = r"""
+import json
+import jax
+import numpy as np
+from jtransfer import optim
+from jtransfer.train import parallel, testing, trainer
+
+assert jax.device_count() == 8, jax.devices()
+config = testing.tiny_config()
+source = testing.tiny_source(batch_size=16)
+model = trainer.build_model(config.model, 4)
+variables, _ = trainer.init_variables(model, config.model, source.info.image_shape, 0)
+phases = optim.phases(config)
+out = {}
+for name, par in (("single", parallel.create("jit", jax.devices()[:1])),
+                  ("jit", parallel.create("jit")), ("pmap", parallel.create("pmap"))):
+  setup = trainer.setup_phase(config, phases, 0, variables["params"], 4, par)
+  state = par.put_state(trainer.create_state(variables, setup.tx, ema=False))
+  it = source.train_iterator(seed=0, start_step=0)
+  losses = []
+  for _ in range(3):
+    state, m = setup.step(state, par.put_batch(next(it)), par.put_extra({}))
+    losses.append(float(par.fetch(m)["loss"]))
+  host = jax.tree.map(np.asarray, par.checkpointable(state))
+  out[name] = {"losses": losses, "step": int(host.step),
+               "leaves": [x.tolist() for x in jax.tree.leaves((host.params, host.batch_stats))]}
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_jit_mesh_pmap_and_single_device_agree_after_3_steps():
+  proc = subprocess.run([testing.PYTHON, "-c", SCRIPT], env=testing.subprocess_env(8),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  ref = out["single"]
+  assert ref["step"] == 3 and ref["losses"][0] != ref["losses"][2]
+  for name in ("jit", "pmap"):
+    assert out[name]["step"] == 3
+    np.testing.assert_allclose(out[name]["losses"], ref["losses"], rtol=1e-5, err_msg=name)
+    for a, b in zip(out[name]["leaves"], ref["leaves"]):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
