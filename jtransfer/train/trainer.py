@@ -245,7 +245,8 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
     clock: seconds, for img/s and ETA (tests pass a fake one).
     stream: where the progress line goes (default stderr).
 
-  Returns the content of ``result.json``: the exported step, its eval metrics, and run facts.
+  Returns the content of ``result.json``: the exported step, its eval metrics, and run facts (or,
+  when the cluster signals preemption, ``{'step', 'preempted': True}`` after a checkpoint).
   Raises ``NonFiniteLossError`` naming the step where the loss became NaN/inf.
   """
   parallel.initialize_distributed(config.train.distributed)
@@ -345,9 +346,9 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
       pending.append((step, m))
 
       last = step == tc.num_steps
+      preempted = ckpt.reached_preemption(step)
       is_eval = last or (tc.eval_every and step % tc.eval_every == 0)
-      is_ckpt = is_eval or (tc.ckpt_every and step % tc.ckpt_every == 0) or \
-          ckpt.reached_preemption(step)
+      is_ckpt = is_eval or preempted or (tc.ckpt_every and step % tc.ckpt_every == 0)
       if is_ckpt or last or step % max(tc.log_every, 1) == 0:
         train = _summarize([(s, par.fetch(x)) for s, x in pending])  # raises on NaN / inf
         pending = []
@@ -368,6 +369,11 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
                 "eval": eval_metrics and {**_scalars(eval_metrics),
                                           "confusion_matrix": eval_metrics["confusion_matrix"].tolist()}}
         ckpt.save(step, par.checkpointable(state), meta=meta, metrics=eval_metrics)
+      if preempted:
+        ckpt.wait()
+        logging.warning("Preempted at step %d: checkpoint saved; run the same command to resume.",
+                        step)
+        return {"step": int(step), "preempted": True}
       if stopped:
         logging.info("Early stopping at step %d: no %s improvement in %d evaluations (best %s at "
                      "step %s)", step, tc.best_metric, tc.patience, early.best_value,
