@@ -89,6 +89,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
   ck = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), best_metric=None)
   assert ck.all_steps() == [2]  # step 4 (after the NaN update) was never written
   ck.close()
+  last = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))[-1]
+  assert last["step"] == 4 and "Non-finite loss" in last["error"]
 
 
 def test_early_stopping_exports_the_best(tmp_path):

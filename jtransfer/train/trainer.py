@@ -46,7 +46,11 @@ MODEL_JSON = "model.json"
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss (or gradient norm) became NaN or inf; the message names the step."""
+  """The loss (or gradient norm) became NaN or inf at ``step``; the message names it."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def _summarize(pending: list[tuple[int, dict]]) -> dict:
       if key in m and not np.isfinite(m[key]):
         raise NonFiniteLossError(
             f"Non-finite {key} ({m[key]}) at step {step}: stopping. Checkpoints hold only steps "
-            "before it; lower the learning rate, or check the data, and resume.")
+            "before it; lower the learning rate, or check the data, and resume.", step)
   keys = pending[-1][1].keys()
   return {f"train/{k}": float(np.mean([m[k] for _, m in pending])) for k in keys}
 
@@ -277,6 +281,9 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
   try:
     return _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, clock,
                 stream, use_ema=use_ema, eval_ema=eval_ema, pi=pi, pc=pc)
+  except NonFiniteLossError as e:
+    writer.write(e.step, {"error": str(e)})
+    raise
   finally:
     ckpt.close()
     writer.close()
