@@ -2,7 +2,6 @@
 
 import glob
 import io
-import json
 
 from jtransfer.train import writers
 

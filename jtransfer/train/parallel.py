@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -98,11 +97,6 @@ def _global_from_host(tree: Any, sharding: NamedSharding) -> Any:
   return jax.tree.map(put, tree)
 
 
-def _fetch(x: Any) -> np.ndarray:
-  """A host copy of a replicated or fully addressable array."""
-  return np.asarray(x)
-
-
 class MeshParallel:
   """``jax.jit`` over a 1-D mesh of all devices: batch on 'data', state replicated."""
   kind = "jit"
@@ -138,7 +132,7 @@ class MeshParallel:
                    out_shardings=self.replicated)
 
   def fetch(self, out: Any) -> Any:
-    return jax.tree.map(_fetch, out)
+    return jax.tree.map(np.asarray, out)
 
   def checkpointable(self, state: Any) -> Any:
     return state
@@ -206,7 +200,7 @@ class PmapParallel:
     return self._mesh_form.put_state(host)
 
   def from_checkpoint(self, state: Any) -> Any:
-    return self.put_state(jax.tree.map(_fetch, state))
+    return self.put_state(jax.tree.map(np.asarray, state))
 
   def state_sharding(self, abstract: Any) -> Any:
     return self._mesh_form.state_sharding(abstract)

@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Any, Callable
 
@@ -36,7 +35,6 @@ from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate as evaluate_lib
 from jtransfer.train import inputs
 from jtransfer.train import losses
-from jtransfer.train import metrics as metrics_lib
 from jtransfer.train import parallel
 from jtransfer.train import writers
 from jtransfer.train.state import TrainState
@@ -227,14 +225,10 @@ def _summarize(pending: list[tuple[int, dict]]) -> dict:
   return {f"train/{k}": float(np.mean([m[k] for _, m in pending])) for k in keys}
 
 
-def _scalars(eval_metrics: dict) -> dict:
-  return {k: v for k, v in eval_metrics.items() if k != "confusion_matrix"}
-
-
 def _write_json(path: str, obj: Any) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=writers._jsonable)  # pylint: disable=protected-access
+    json.dump(writers.jsonable(obj), f, indent=1)
   os.replace(tmp, path)
 
 
@@ -311,13 +305,10 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
                                     teacher_model=teacher_model)
   eval_step = evaluate_lib.make_eval_step(base_model, par)
 
-  def abstract_state(phase_index):
-    tx = setup_for(phase_index).tx if phase_index != setup.index else setup.tx
-    return jax.eval_shape(lambda: create_state(variables, tx, ema=use_ema))
-
   def restore(step):
-    phase_index = optim.phase_at(phases, max(step - 1, 0))
-    abstract = abstract_state(phase_index)
+    """The checkpoint of ``step``, whose optimizer state is that of the phase of its last update."""
+    tx = setup_for(optim.phase_at(phases, max(step - 1, 0))).tx
+    abstract = jax.eval_shape(lambda: create_state(variables, tx, ema=use_ema))
     return ckpt.restore(step, abstract, par.state_sharding(abstract))
 
   latest = ckpt.latest_step()
@@ -325,8 +316,7 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   setup = setup_for(optim.phase_at(phases, max(start - 1, 0)))
   meta: dict = {}
   if latest is None:
-    state = par.put_state(create_state(variables, setup.tx, ema=use_ema,
-                                       step=0))
+    state = par.put_state(create_state(variables, setup.tx, ema=use_ema))
   else:
     restored, meta = restore(latest)
     state = par.from_checkpoint(restored)
@@ -336,7 +326,6 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   progress = writers.Progress(tc.num_steps, source.batch_size, stream=stream,
                               enabled=is_main and tc.progress)
   stopped = bool(meta.get("stopped_early"))
-  last_eval = meta.get("eval")
   step = start
   if step < tc.num_steps and not stopped:
     it = source.train_iterator(seed=tc.seed, start_step=start, process_index=pi, process_count=pc)
@@ -368,13 +357,12 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
                                              source, par, process_index=pi, process_count=pc)
         early.update(step, eval_metrics)
         stopped = early.should_stop
-        last_eval = _scalars(eval_metrics)
         writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        logging.info("Step %d eval: %s", step, {k: round(v, 4) for k, v in last_eval.items()})
+        logging.info("Step %d eval: %s", step,
+                     {k: round(v, 4) for k, v in eval_metrics.items() if k != "confusion_matrix"})
       if is_ckpt:
         meta = {"early_stopping": early.state(), "stopped_early": stopped,
-                "eval": eval_metrics and {**_scalars(eval_metrics),
-                                          "confusion_matrix": eval_metrics["confusion_matrix"].tolist()}}
+                "eval": writers.jsonable(eval_metrics)}
         ckpt.save(step, par.checkpointable(state), meta=meta, metrics=eval_metrics)
       if preempted:
         ckpt.wait()

@@ -20,13 +20,17 @@ from typing import Any, Mapping
 import numpy as np
 
 
-def _jsonable(v: Any) -> Any:
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  if isinstance(v, (np.floating, np.integer)):
-    return v.item()
+def jsonable(v: Any) -> Any:
+  """``v`` with numpy arrays/scalars as lists/numbers, recursively; NaN/inf as strings ("nan"),
+  since JSON has none and strict readers reject them."""
+  if isinstance(v, dict):
+    return {k: jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [jsonable(x) for x in v]
+  if isinstance(v, (np.ndarray, np.generic)):
+    return jsonable(v.tolist())
   if isinstance(v, float) and not math.isfinite(v):
-    return str(v)  # JSON has no NaN/inf; "nan" keeps the line parseable by strict readers
+    return str(v)
   return v
 
 
@@ -58,7 +62,7 @@ class MetricWriter:
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
-    line = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+    line = {"step": int(step), **jsonable(dict(metrics))}
     with open(self.path, "a") as f:
       f.write(json.dumps(line) + "\n")
     if self._tb is not None:
@@ -124,4 +128,4 @@ class Progress:
     return line
 
 
-__all__ = ["MetricWriter", "Progress", "format_duration", "read_jsonl"]
+__all__ = ["MetricWriter", "Progress", "format_duration", "jsonable", "read_jsonl"]
