@@ -84,13 +84,15 @@ class _PoisonedSource(testing.inputs.ArraySource):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   config = testing.tiny_config(num_steps=6, eval_every=0, ckpt_every=2, log_every=3)
-  with pytest.raises(trainer.NonFiniteLossError, match=r"Non-finite loss \(nan\) at step 4"):
+  # NaN images: the loss is NaN, or (XLA's ynn CPU fusion turns relu(NaN) into 0) the gradient is.
+  with pytest.raises(trainer.NonFiniteLossError,
+                     match=r"Non-finite (loss|grad_norm) \(nan\) at step 4"):
     trainer.train_and_evaluate(config, str(tmp_path), source=_PoisonedSource(bad=3))
   ck = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), best_metric=None)
   assert ck.all_steps() == [2]  # step 4 (after the NaN update) was never written
   ck.close()
   last = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))[-1]
-  assert last["step"] == 4 and "Non-finite loss" in last["error"]
+  assert last["step"] == 4 and "Non-finite" in last["error"]
 
 
 def test_early_stopping_exports_the_best(tmp_path):
