@@ -55,22 +55,26 @@ def _weights_dir(path: str) -> str:
   raise FileNotFoundError(f"No exported weights at {path} (expected {path}/variables or {path}/export/variables)")
 
 
-_WEIGHTS = flags.DEFINE_string("weights", None, "A training workdir or a weights dir (Orbax).")
-_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.")
-
-
 def main(argv):
   del argv
-  src = _weights_dir(_WEIGHTS.value)
+  FLAGS = flags.FLAGS
+  src = _weights_dir(FLAGS.weights)
   variables = weights.load(src)
   meta = {"source": src}
-  config = os.path.join(_WEIGHTS.value, "config.json")
+  config = os.path.join(FLAGS.weights, "config.json")
   if os.path.isfile(config):
     with open(config) as f:
       meta["config"] = f.read()
-  print("wrote", to_safetensors(variables, _OUT.value, metadata=meta))
+  print("wrote", to_safetensors(variables, FLAGS.out, metadata=meta))
+
+
+def cli():
+  """The command line; flags are defined here, not at import, so importing this module is free."""
+  flags.DEFINE_string("weights", None, "A training workdir or a weights dir (Orbax).")
+  flags.DEFINE_string("out", None, "Output .safetensors file.")
+  flags.mark_flags_as_required(["weights", "out"])
+  app.run(main)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["weights", "out"])
-  app.run(main)
+  cli()

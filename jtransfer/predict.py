@@ -119,26 +119,30 @@ def write_csv(rows: list[dict], path: str, top_k: int) -> None:
   os.replace(tmp, path)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_IMAGES = flags.DEFINE_string("images", None, "Comma-separated image files and/or folders.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes per image.")
-_OUT = flags.DEFINE_string("out", None, "CSV to write; default WORKDIR/predictions.csv.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "export", ["export", "latest"],
-                                "export: the params the run exported (its best checkpoint by "
-                                "default); latest: the newest checkpoint.")
-
-
 def main(argv):
   del argv
-  files = list_images(_IMAGES.value)
-  rows = predict_files(_WORKDIR.value, files, top_k=_TOP_K.value, checkpoint=_CHECKPOINT.value)
-  out = _OUT.value or os.path.join(_WORKDIR.value, "predictions.csv")
-  top_k = min(_TOP_K.value, max((len(r.get("top", [])) for r in rows), default=0)) or _TOP_K.value
+  FLAGS = flags.FLAGS
+  files = list_images(FLAGS.images)
+  rows = predict_files(FLAGS.workdir, files, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "predictions.csv")
+  top_k = min(FLAGS.top_k, max((len(r.get("top", [])) for r in rows), default=0)) or FLAGS.top_k
   write_csv(rows, out, top_k)
   bad = sum("error" in r for r in rows)
   print(f"wrote {out}: {len(rows) - bad} predicted, {bad} unreadable")
 
 
-if __name__ == "__main__":
+def cli():
+  """The command line; flags are defined here, not at import, so importing this module is free."""
+  flags.DEFINE_string("workdir", None, "The training run's workdir.")
+  flags.DEFINE_string("images", None, "Comma-separated image files and/or folders.")
+  flags.DEFINE_integer("top_k", 5, "Classes per image.")
+  flags.DEFINE_string("out", None, "CSV to write; default WORKDIR/predictions.csv.")
+  flags.DEFINE_enum("checkpoint", "export", ["export", "latest"],
+                    "export: the params the run exported (its best checkpoint by default); "
+                    "latest: the newest checkpoint.")
   flags.mark_flags_as_required(["workdir", "images"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

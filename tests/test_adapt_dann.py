@@ -67,8 +67,9 @@ def test_domain_gradient_reaches_the_backbone_reversed():
   v = model.init(jax.random.key(0), batch["image"])
   loss_cfg = config_dict.ConfigDict({"label_smoothing": 0.0})
 
+  @jax.jit
   def grads(lam, weight):
-    b = {**batch, "grl_lambda": np.full((4,), lam, np.float32)}
+    b = {**batch, "grl_lambda": jnp.full((4,), lam, jnp.float32)}
     fn = dann.make_loss_fn(model, loss_cfg, domain_weight=weight)
     return jax.grad(lambda p: fn(p, v["batch_stats"], b, jax.random.key(1))[0])(v["params"])
 
