@@ -108,7 +108,6 @@ class MeshParallel:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
     self.num_devices = devices.size
-    self.local_devices = [d for d in devices.flat if d.process_index == jax.process_index()]
 
   def put_state(self, tree: Any) -> Any:
     return _global_from_host(tree, self.replicated)
@@ -142,9 +141,6 @@ class MeshParallel:
 
   def state_sharding(self, abstract: Any) -> Any:
     return jax.tree.map(lambda _: self.replicated, abstract)
-
-  def context(self):
-    return contextlib.nullcontext()
 
 
 class PmapParallel:
@@ -204,9 +200,6 @@ class PmapParallel:
 
   def state_sharding(self, abstract: Any) -> Any:
     return self._mesh_form.state_sharding(abstract)
-
-  def context(self):
-    return cross_replica_batchnorm(self.axis_name)
 
 
 def create(kind: str, devices=None) -> MeshParallel | PmapParallel:
