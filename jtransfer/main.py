@@ -17,14 +17,6 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, configs/FILE.py[:ARG]; override fields with "
-    "--config.SECTION.KEY=VALUE.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and result.json; "
-                    "an existing one is resumed.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 # Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
 _CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
@@ -47,10 +39,21 @@ def main(argv: list[str]) -> None:
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top  (after flag parsing)
   try:
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except trainer.NonFiniteLossError as e:
     sys.exit(f"jtransfer: {e}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The command line; flags are defined here, not at import, so importing this module is free."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file, configs/FILE.py[:ARG]; override fields with "
+      "--config.SECTION.KEY=VALUE.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and "
+                      "result.json; an existing one is resumed.")
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()
