@@ -3,7 +3,7 @@
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
@@ -13,6 +13,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if not flags.FLAGS.is_parsed() or flags.FLAGS["verbosity"].present == 0:
+    # One progress line per run is the harness's output; library INFO logs (Orbax, TFDS) would bury
+    # it. --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   import jax
   # Many short runs of the same few programs: reuse compiled executables across runs and restarts.
   jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))

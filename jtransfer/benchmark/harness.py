@@ -152,7 +152,7 @@ def run(config, workdir: str, *, stream: TextIO = sys.stderr,
   cache = features.FeatureCache(os.path.join(workdir, "features"))
   todo = [c for c in cells(config) if c.id not in done]
   total = len(todo) + len(done)
-  spent, ran = 0.0, 0
+  walls: dict[str, list[float]] = {}  # per variant, for the ETA
   for i, cell in enumerate(todo):
     variant = config.variants[cell.variant]
     teacher = ""
@@ -175,8 +175,9 @@ def run(config, workdir: str, *, stream: TextIO = sys.stderr,
       f.flush()
       os.fsync(f.fileno())
     rows.append(row)
-    spent, ran = spent + wall, ran + 1
-    eta = spent / ran * (len(todo) - i - 1)
+    walls.setdefault(cell.variant, []).append(wall)
+    overall = np.mean([w for ws in walls.values() for w in ws])
+    eta = sum(np.mean(walls.get(c.variant, [overall])) for c in todo[i + 1:])
     print(f"[benchmark {len(done) + i + 1}/{total}] {cell.id}: top-1 {row['accuracy'] * 100:.1f}% "
           f"in {wall:.1f} s | elapsed {clock() - start:.0f} s, ETA {eta:.0f} s", file=stream, flush=True)
   table = report.write_all(rows, workdir, variant_order=list(config.order))
