@@ -43,7 +43,7 @@ def _variant(kind, *, pretrained=True, freezing=None, overrides=(), teacher="", 
 
 
 def get_config(arg=None):
-  steps = 80
+  steps = 60
   config = config_dict.ConfigDict()
 
   config.pretrain = config_dict.ConfigDict()
