@@ -8,10 +8,13 @@
 
 Sections: ``model``, ``data`` (= ``data.get_config()``), ``optim`` (= ``optim.get_config()``),
 ``freezing`` (= ``optim.get_freezing_config()``: param rules, BatchNorm mode, L2-SP), ``loss``
-and ``train``. Experiment files in ``configs/`` start from this and change what they need.
+(incl. the L1/L2 penalties) and ``train``. Experiment files in ``configs/`` start from this and
+change what they need.
 """
 
 from __future__ import annotations
+
+import re
 
 from ml_collections import config_dict
 
@@ -43,6 +46,14 @@ def get_loss_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   # Targets smoothed toward uniform by this much (0 = plain cross-entropy).
   c.label_smoothing = 0.0
+  # L1 penalty coeff·Σ|w| added to the loss (gradient coeff·sign(w)); 0 = off.
+  c.l1 = 0.0
+  # L2 penalty coeff/2·Σw² added to the loss (gradient coeff·w): a penalty on the loss, which an
+  # adaptive optimizer rescales, unlike optim.weight_decay (decoupled for adamw/lars/lamb); 0 = off.
+  c.l2 = 0.0
+  # Regex (re.search on '/'-joined paths) of the parameters l1/l2 apply to; only trainable ones
+  # count. Default: conv and dense kernels (no BatchNorm scales/biases, no biases).
+  c.penalty_pattern = r"(^|/)kernel$"
   c.distill = config_dict.ConfigDict()
   # Teacher weights (a run's export/ dir, a converted dir or a torchvision file); '' = no distillation.
   c.distill.teacher = ""
@@ -136,6 +147,14 @@ def validate(config: config_dict.ConfigDict) -> None:
     raise ValueError(f"loss.distill.temperature must be > 0, got {d.temperature}")
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise ValueError(f"loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}")
+  for key in ("l1", "l2"):
+    if not isinstance(config.loss[key], (int, float)) or config.loss[key] < 0:
+      raise ValueError(f"loss.{key} must be a number >= 0, got {config.loss[key]!r}")
+  try:
+    re.compile(config.loss.penalty_pattern)
+  except (re.error, TypeError) as e:
+    raise ValueError(f"loss.penalty_pattern={config.loss.penalty_pattern!r} is not a regex: {e}"
+                     ) from e
 
 
 __all__ = ["get_base_config", "get_loss_config", "get_model_config", "get_train_config", "validate"]

@@ -168,7 +168,7 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
                                alpha=fz.l2sp_alpha, beta_head=fz.l2sp_beta_head,
                                head_pattern=fz.head)
     teacher = (teacher_model, extra["teacher"]) if teacher_model is not None else None
-    loss_fn = losses.make_loss_fn(model, config.loss, teacher=teacher, l2sp=l2sp)
+    loss_fn = losses.make_loss_fn(model, config.loss, teacher=teacher, l2sp=l2sp, trainable=mask)
     step_fn = make_step_fn(loss_fn, tx, mask, axis_name=par.axis_name,
                            accum_steps=config.optim.accum_steps,
                            ema_decay=config.optim.ema_decay)
