@@ -8,8 +8,8 @@
 
 Sections: ``model``, ``data`` (= ``data.get_config()``), ``optim`` (= ``optim.get_config()``),
 ``freezing`` (= ``optim.get_freezing_config()``: param rules, BatchNorm mode, L2-SP), ``loss``
-(incl. the L1/L2 penalties) and ``train``. Experiment files in ``configs/`` start from this and
-change what they need.
+(incl. the L1/L2 penalties), ``adapt`` (domain adaptation: source-only, DANN) and ``train``.
+Experiment files in ``configs/`` start from this and change what they need.
 """
 
 from __future__ import annotations
@@ -63,6 +63,39 @@ def get_loss_config() -> config_dict.ConfigDict:
   c.distill.alpha = 0.5
   # Softmax temperature T of both teacher and student in the KL term.
   c.distill.temperature = 4.0
+  return c
+
+
+ADAPT_METHODS = ("", "source_only", "dann")
+LAMBDA_SCHEDULES = ("paper", "constant")
+
+
+def get_adapt_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  # '' = off (train and evaluate on `data`); 'source_only' = train on `data`, evaluate on the
+  # target's eval split (the baseline); 'dann' = domain-adversarial training (Ganin & Lempitsky
+  # 2015): `data` labeled + the target's unlabeled images, evaluated on the target.
+  c.method = ""
+  # The target domain: a data-package dataset name ('uci_digits', 'mnist5k', a TFDS name,
+  # 'folder:...'). It is read as a copy of `data` with this dataset (same image_size, pp, batch
+  # sizes), so shapes match; its `data.eval_split` is what is evaluated. Its labels never enter
+  # training.
+  c.target_dataset = ""
+  # The target split whose images (never labels) feed the domain classifier ('dann' only).
+  c.target_split = "train"
+  # Weight of the domain classifier's binary cross-entropy in the loss.
+  c.domain_weight = 1.0
+  # Reversal strength λ: 'paper' = 2/(1+exp(−gamma·p))−1 over training progress p (0 → 1), or
+  # 'constant' = `lambda_value` at every step.
+  c.lambda_schedule = "paper"
+  # λ of the 'constant' schedule.
+  c.lambda_value = 1.0
+  # Steepness γ of the 'paper' schedule (the paper's 10).
+  c.gamma = 10.0
+  # Hidden widths of the domain classifier MLP on pre_logits (the paper: 1024-1024); trained at
+  # lr ×1 (a `^domain_head/` rule is added when the freezing rules would freeze it), initialised
+  # fresh, and left out of the export.
+  c.domain_head = (256,)
   return c
 
 
@@ -120,6 +153,7 @@ def get_base_config() -> config_dict.ConfigDict:
   c.optim = optim.get_config()
   c.freezing = optim.get_freezing_config()
   c.loss = get_loss_config()
+  c.adapt = get_adapt_config()
   c.train = get_train_config()
   c.lock()
   return c
@@ -155,6 +189,40 @@ def validate(config: config_dict.ConfigDict) -> None:
   except (re.error, TypeError) as e:
     raise ValueError(f"loss.penalty_pattern={config.loss.penalty_pattern!r} is not a regex: {e}"
                      ) from e
+  validate_adapt(config)
 
 
-__all__ = ["get_base_config", "get_loss_config", "get_model_config", "get_train_config", "validate"]
+def validate_adapt(config: config_dict.ConfigDict) -> None:
+  """Raises ValueError naming the first bad ``adapt`` field (or what it conflicts with)."""
+  a = config.adapt
+  if a.method not in ADAPT_METHODS:
+    raise ValueError(f"adapt.method must be one of {ADAPT_METHODS}, got {a.method!r}")
+  if not a.method:
+    return
+  if not isinstance(a.target_dataset, str) or not a.target_dataset:
+    raise ValueError(f"adapt.target_dataset must name the target dataset when adapt.method="
+                     f"{a.method!r}, got {a.target_dataset!r}")
+  if a.method != "dann":
+    return
+  if not isinstance(a.target_split, str) or not a.target_split:
+    raise ValueError(f"adapt.target_split must be a non-empty split name, got {a.target_split!r}")
+  if not isinstance(a.domain_weight, (int, float)) or a.domain_weight < 0:
+    raise ValueError(f"adapt.domain_weight must be a number >= 0, got {a.domain_weight!r}")
+  if a.lambda_schedule not in LAMBDA_SCHEDULES:
+    raise ValueError(f"adapt.lambda_schedule must be one of {LAMBDA_SCHEDULES}, "
+                     f"got {a.lambda_schedule!r}")
+  if not isinstance(a.lambda_value, (int, float)):
+    raise ValueError(f"adapt.lambda_value must be a number, got {a.lambda_value!r}")
+  if not isinstance(a.gamma, (int, float)) or a.gamma <= 0:
+    raise ValueError(f"adapt.gamma must be a number > 0, got {a.gamma!r}")
+  if (not isinstance(a.domain_head, (tuple, list)) or not a.domain_head
+      or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in a.domain_head)):
+    raise ValueError(f"adapt.domain_head must be a non-empty tuple of positive ints (hidden "
+                     f"widths), got {a.domain_head!r}")
+  if config.loss.distill.teacher:
+    raise ValueError("adapt.method='dann' with loss.distill.teacher: distillation is not "
+                     "supported in the DANN loss; use one or the other")
+
+
+__all__ = ["ADAPT_METHODS", "LAMBDA_SCHEDULES", "get_adapt_config", "get_base_config",
+           "get_loss_config", "get_model_config", "get_train_config", "validate", "validate_adapt"]

@@ -12,6 +12,10 @@ again resumes from the latest checkpoint; a finished run only re-exports.
 The pieces, each usable alone: ``build_model``, ``init_variables``, ``load_teacher``,
 ``make_train_step`` (the per-phase step under jit or pmap), ``evaluate.evaluate`` and
 ``checkpointing.Checkpointer``. The loop (``train_and_evaluate``) only strings them together.
+
+Domain adaptation (``config.adapt``, docs/adapt.md): 'source_only' trains on ``config.data`` and
+evaluates on the target; 'dann' adds a domain head behind a gradient reversal layer, fed with the
+target's unlabeled images (``adapt.dann``). The domain head is trained but never exported.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from absl import logging
 import jax
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jtransfer import models, optim, weights
+from jtransfer.adapt import dann
 from jtransfer.train import checkpointing
 from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate as evaluate_lib
@@ -41,6 +47,7 @@ from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step as make_step_fn
 
 MODEL_JSON = "model.json"
+DOMAIN_HEAD = r"^domain_head/"  # DANN's domain classifier: trained, never loaded nor exported.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,16 +62,26 @@ class NonFiniteLossError(FloatingPointError):
 # Model, weights, teacher.
 
 
-def build_model(model_cfg: Any, num_classes: int | None, *, frozen_bn: tuple[str, ...] = ()):
-  """``models.create`` from ``config.model``."""
+def build_model(model_cfg: Any, num_classes: int | None, *, frozen_bn: tuple[str, ...] = (),
+                domain_head: tuple[int, ...] = ()):
+  """``models.create`` from ``config.model`` (plus DANN's ``domain_head`` widths, when given)."""
   return models.create(model_cfg.arch, num_classes=num_classes, small_stem=model_cfg.small_stem,
                        dtype=model_cfg.dtype, frozen_bn=frozen_bn,
-                       dropout_rate=model_cfg.dropout_rate, base_planes=model_cfg.base_planes)
+                       dropout_rate=model_cfg.dropout_rate, base_planes=model_cfg.base_planes,
+                       domain_head=tuple(domain_head))
 
 
-def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], seed: int
-                   ) -> tuple[dict, str]:
+def domain_head_of(config: Any) -> tuple[int, ...]:
+  """The domain head widths the model needs: ``adapt.domain_head`` with DANN, else none."""
+  return tuple(config.adapt.domain_head) if config.adapt.method == "dann" else ()
+
+
+def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], seed: int, *,
+                   extra_skip: tuple[str, ...] = ()) -> tuple[dict, str]:
   """Fresh variables (numpy), with ``model_cfg.init``'s weights merged in strictly when given.
+
+  ``extra_skip``: more regexes kept at their fresh init besides ``model_cfg.init_skip`` (the
+  trainer adds the domain head, which no pretrained weights have).
 
   The init key is an 'rbg' key: XLA compiles the init of a ResNet several times faster than with
   threefry, and the values are as deterministic in ``seed`` on a given backend.
@@ -76,7 +93,8 @@ def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], see
   if not model_cfg.init:
     return variables, "random initialisation (model.init = '')"
   pretrained = weights.load(model_cfg.init, arch=model_cfg.arch)
-  merged, report = weights.merge(variables, pretrained, skip=tuple(model_cfg.init_skip))
+  merged, report = weights.merge(variables, pretrained,
+                                 skip=tuple(model_cfg.init_skip) + tuple(extra_skip))
   return merged, f"weights from {model_cfg.init}: {report}"
 
 
@@ -125,6 +143,41 @@ def _save_on_this_process(variables: dict, directory: str) -> None:
   os.rename(tmp, directory)
 
 
+def without_domain_head(variables: dict) -> dict:
+  """``variables`` minus DANN's training-only ``domain_head`` subtree (what is exported)."""
+  return {col: ({k: v for k, v in tree.items() if k != "domain_head"}
+                if isinstance(tree, Mapping) else tree)
+          for col, tree in variables.items()}
+
+
+def with_trained_domain_head(phases: list, params: Any, *, head: str = r"^fc/",
+                             strategy: str = "") -> list:
+  """DANN: each phase's rules, with ``(^domain_head/, 1.0)`` in front where they would leave any
+  domain head parameter frozen or unmatched (the classifier must learn for the reversal to mean
+  anything). Raises ValueError when no phase trains any backbone parameter: the reversed gradient
+  would then reach nothing, and DANN would be a source-only probe with extra work.
+  """
+  head_paths = [p for p in optim.param_paths(params) if re.search(DOMAIN_HEAD, p)]
+  out, backbone_trains = [], False
+  for phase in phases:
+    rules = optim.parse_rules(phase.param_rules)
+    first = [next((r for r in rules if re.search(r.pattern, p)), None) for p in head_paths]
+    if any(r is None or r.frozen for r in first):
+      phase = dataclasses.replace(phase, param_rules=((DOMAIN_HEAD, 1.0),) + tuple(rules))
+    out.append(phase)
+    labels = optim.label_params(params, phase.param_rules)
+    backbone_trains |= any(
+        label != optim.FROZEN and not re.search(DOMAIN_HEAD, path) and not re.search(head, path)
+        for path, label in zip(optim.param_paths(labels), jax.tree.leaves(labels)))
+  if not backbone_trains:
+    raise ValueError(
+        f"adapt.method='dann' with freezing.strategy={strategy!r}: no phase trains a backbone "
+        f"parameter (only {head} and {DOMAIN_HEAD}), so the reversed domain gradient would change "
+        "nothing. Use adapt.method='source_only' for a probe, or a strategy that trains the "
+        "backbone (full_ft, last_stages, layerwise_decay, ...).")
+  return out
+
+
 def export_variables(variables: dict, directory: str, model_meta: dict) -> None:
   """Writes ``variables`` with ``weights.save`` (replacing an older export) and ``model.json``."""
   if os.path.exists(directory):
@@ -159,6 +212,7 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
   """
   fz = config.freezing
   use_l2sp = bool(fz.l2sp_alpha or fz.l2sp_beta_head)
+  use_dann = config.adapt.method == "dann"
   seed = int(config.train.seed)
 
   def step(state, batch, extra):
@@ -167,8 +221,12 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
       l2sp = functools.partial(optim.l2sp_penalty, anchor_params=extra["anchor"],
                                alpha=fz.l2sp_alpha, beta_head=fz.l2sp_beta_head,
                                head_pattern=fz.head)
-    teacher = (teacher_model, extra["teacher"]) if teacher_model is not None else None
-    loss_fn = losses.make_loss_fn(model, config.loss, teacher=teacher, l2sp=l2sp, trainable=mask)
+    if use_dann:
+      loss_fn = dann.make_loss_fn(model, config.loss, l2sp=l2sp, trainable=mask,
+                                  domain_weight=float(config.adapt.domain_weight))
+    else:
+      teacher = (teacher_model, extra["teacher"]) if teacher_model is not None else None
+      loss_fn = losses.make_loss_fn(model, config.loss, teacher=teacher, l2sp=l2sp, trainable=mask)
     step_fn = make_step_fn(loss_fn, tx, mask, axis_name=par.axis_name,
                            accum_steps=config.optim.accum_steps,
                            ema_decay=config.optim.ema_decay)
@@ -183,7 +241,8 @@ def setup_phase(config: Any, phases: list, index: int, params: Any, num_classes:
   phase = phases[index]
   labels = optim.label_params(params, phase.param_rules)
   frozen_bn = optim.frozen_bn_patterns(labels, config.freezing.bn_mode)
-  model = build_model(config.model, num_classes, frozen_bn=frozen_bn)
+  model = build_model(config.model, num_classes, frozen_bn=frozen_bn,
+                      domain_head=domain_head_of(config))
   tx = optim.build_optimizer(config.optim, phase.param_rules, params,
                              total_steps=config.train.num_steps,
                              schedule_start=phase.schedule_start)
@@ -239,7 +298,9 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
   Args:
     config: the experiment config (``train.config.get_base_config()`` and its experiment file).
     workdir: where the run's record, checkpoints and export go.
-    source: the data; default ``inputs.from_config(config.data)``. Tests pass an ``ArraySource``.
+    source: the data; default ``inputs.from_config(config.data)``, or with ``config.adapt.method``
+      set, ``adapt.dann.source_from_config(config)``. Tests pass an ``ArraySource`` (or a
+      ``DomainAdaptationSource``).
     clock: seconds, for img/s and ETA (tests pass a fake one).
     stream: where the progress line goes (default stderr).
 
@@ -258,7 +319,9 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1, sort_keys=True))
 
-  source = source if source is not None else inputs.from_config(config.data)
+  if source is None:
+    source = (dann.source_from_config(config) if config.adapt.method
+              else inputs.from_config(config.data))
   info = source.info
   if is_main and hasattr(source, "save_class_names"):
     source.save_class_names(workdir)
@@ -290,8 +353,10 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   start_time = clock()
 
   # Variables, teacher, L2-SP anchor (deterministic in the config: recomputed on resume).
-  base_model = build_model(config.model, num_classes)
-  variables, report = init_variables(base_model, config.model, info.image_shape, tc.seed)
+  domain_head = domain_head_of(config)
+  base_model = build_model(config.model, num_classes, domain_head=domain_head)
+  variables, report = init_variables(base_model, config.model, info.image_shape, tc.seed,
+                                     extra_skip=(DOMAIN_HEAD,) if domain_head else ())
   logging.info("Model %s: %s", config.model.arch, report)
   teacher_model, extra = None, {}
   if config.loss.distill.teacher:
@@ -301,6 +366,9 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   extra = par.put_extra(extra)
 
   phases = optim.phases(config)
+  if domain_head:
+    phases = with_trained_domain_head(phases, variables["params"], head=config.freezing.head,
+                                      strategy=config.freezing.strategy)
   setup_for = lambda i: setup_phase(config, phases, i, variables["params"], num_classes, par,
                                     teacher_model=teacher_model)
   eval_step = evaluate_lib.make_eval_step(base_model, par)
@@ -382,6 +450,7 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   export_step = export_step if export_step is not None else step
   restored, export_meta = restore(export_step)
   exported = jax.tree.map(np.asarray, eval_variables(restored, use_ema=eval_ema))
+  exported = without_domain_head(exported)  # training-only; the export is a plain classifier
   result = {
       "step": int(step), "export_step": int(export_step), "export": tc.export,
       "exported_ema": bool(eval_ema), "stopped_early": bool(stopped),
@@ -401,6 +470,7 @@ def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, c
   return result
 
 
-__all__ = ["NonFiniteLossError", "PhaseSetup", "build_model", "create_state", "eval_variables",
-           "export_variables", "init_variables", "load_teacher", "make_train_step", "setup_phase",
-           "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "PhaseSetup", "build_model", "create_state", "domain_head_of",
+           "eval_variables", "export_variables", "init_variables", "load_teacher",
+           "make_train_step", "setup_phase", "train_and_evaluate", "with_trained_domain_head",
+           "without_domain_head"]
