@@ -11,10 +11,10 @@ RGB) from scratch on MNIST-5k's labeled train split and are evaluated on UCI dig
 UCI digits' train images (images only) through a gradient reversal layer to a 256-unit domain
 classifier, with λ on the paper's schedule 2/(1+exp(−10p))−1. The domain head is not exported.
 
-Here (2 CPU cores shared with other jobs): source-only ~45–90 s, DANN ~70–145 s (each DANN step
-runs source and target images); runlocal ~35 s. Expected, from configs/benchmark/dann.py (3 seeds,
-docs/adapt.md): UCI digits test top-1 source-only 33.6 ± 9.8 %, DANN 32.9 ± 5.7 %: no gain at 200
-steps, and the seeds spread by ±6–10 points, so compare means over seeds, not single runs.
+Here (2 CPU cores): source-only ~40 s, DANN ~65 s unloaded (each DANN step runs source and
+target images), up to twice that when other jobs share the cores; runlocal ~35 s. Expected, from
+configs/benchmark/dann.py (3 seeds, docs/adapt.md), UCI digits test top-1: source-only
+34.8 ± 9.9 %, DANN 59.5 ± 19.8 % — the seeds spread widely, so compare means, not single runs.
 """
 
 from jtransfer.train import config as train_config
@@ -43,8 +43,8 @@ def get_config(arg=None):
   config.optim.lr = 3e-3
   config.optim.weight_decay = 1e-4
   config.optim.schedule = "warmup_cosine"
-  config.optim.warmup_steps = 20
-  config.train.num_steps = 200
+  config.optim.warmup_steps = 50
+  config.train.num_steps = 400
   config.train.eval_every = 0              # the target's test split is not for model selection
   config.train.ckpt_every = 100
   config.train.export = "last"
