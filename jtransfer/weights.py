@@ -13,6 +13,7 @@ initialised leaf is kept and the report says so.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -87,20 +88,39 @@ def merge(init_variables: Any, pretrained: Any, *, skip: Sequence[str] = ()) -> 
   return _unflat(merged), "\n".join(report) or "all leaves loaded from pretrained"
 
 
-def save(variables: Any, directory: str | os.PathLike) -> str:
-  """Writes ``{'params', 'batch_stats'}`` as an Orbax checkpoint, atomically (temp dir + rename)."""
+def save(variables: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
+         metadata_name: str = "model.json", overwrite: bool = False) -> str:
+  """Writes ``{'params', 'batch_stats'}`` as an Orbax checkpoint (+ an optional JSON ``metadata``
+  file beside it), atomically: everything goes into a temp dir that is renamed into place, so a
+  reader never sees a half-written weights dir.
+
+  Only the calling process writes (Orbax is told it is on its own): in a multi-host run, call it
+  from one process. ``overwrite=True`` replaces an existing dir (the old one is removed only after
+  the new one is in place); otherwise an existing dir is an error.
+  """
   import orbax.checkpoint as ocp
   directory = os.path.abspath(os.fspath(directory))
-  if os.path.exists(directory):
+  if os.path.exists(directory) and not overwrite:
     raise FileExistsError(f"{directory} exists; refusing to overwrite weights")
   parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-weights-", dir=parent)
   try:
     tree = {col: jax.tree.map(np.asarray, variables[col]) for col in COLLECTIONS if col in variables}
-    with ocp.StandardCheckpointer() as ckptr:
+    me = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    with ocp.StandardCheckpointer(multiprocessing_options=local) as ckptr:
       ckptr.save(os.path.join(tmp, "variables"), tree)
+    if metadata is not None:
+      with open(os.path.join(tmp, metadata_name), "w") as f:
+        json.dump(metadata, f, indent=1)
+    old = None
+    if os.path.exists(directory):
+      old = tempfile.mkdtemp(prefix=".old-weights-", dir=parent)
+      os.rename(directory, os.path.join(old, "d"))
     os.rename(tmp, directory)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

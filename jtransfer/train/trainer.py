@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import time
 from typing import Any, Callable, Mapping
 
@@ -128,21 +127,6 @@ def load_teacher(distill_cfg: Any, dtype: str) -> tuple[Any, dict]:
   return model, variables
 
 
-def _save_on_this_process(variables: dict, directory: str) -> None:
-  """``weights.save``'s layout, written by this process alone.
-
-  ``weights.save`` uses Orbax's default multi-process options, which wait for every process; in a
-  multi-host run only process 0 exports, so it writes here with Orbax told it is on its own.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tmp = directory + f".tmp-{os.getpid()}"
-  local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
-                                             active_processes={jax.process_index()})
-  with ocp.StandardCheckpointer(multiprocessing_options=local) as ckptr:
-    ckptr.save(os.path.join(tmp, "variables"), variables)
-  os.rename(tmp, directory)
-
-
 def without_domain_head(variables: dict) -> dict:
   """``variables`` minus DANN's training-only ``domain_head`` subtree (what is exported)."""
   return {col: ({k: v for k, v in tree.items() if k != "domain_head"}
@@ -179,15 +163,9 @@ def with_trained_domain_head(phases: list, params: Any, *, head: str = r"^fc/",
 
 
 def export_variables(variables: dict, directory: str, model_meta: dict) -> None:
-  """Writes ``variables`` with ``weights.save`` (replacing an older export) and ``model.json``."""
-  if os.path.exists(directory):
-    shutil.rmtree(directory)
-  if jax.process_count() == 1:
-    weights.save(variables, directory)
-  else:
-    _save_on_this_process(variables, directory)
-  with open(os.path.join(directory, MODEL_JSON), "w") as f:
-    json.dump(model_meta, f, indent=1)
+  """Writes ``variables`` and ``model.json`` with ``weights.save`` (this process only), replacing an
+  older export atomically: the dir is either the old export or the new one, never a mix."""
+  weights.save(variables, directory, metadata=model_meta, metadata_name=MODEL_JSON, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------
