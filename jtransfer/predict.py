@@ -29,7 +29,6 @@ from absl import app, flags
 from jtransfer import data, models, weights
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-MODEL_JSON = "model.json"
 
 
 def list_images(spec: str) -> list[str]:
@@ -51,7 +50,7 @@ def load_run(workdir: str, checkpoint: str = "export"):
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
   export = os.path.join(workdir, "export")
-  with open(os.path.join(export, MODEL_JSON)) as f:
+  with open(os.path.join(export, weights.MODEL_JSON)) as f:
     meta = json.load(f)
   if checkpoint == "export":
     variables = weights.load(export)

@@ -25,6 +25,8 @@ import numpy as np
 from flax import traverse_util
 
 COLLECTIONS = ("params", "batch_stats")
+# The JSON beside exported variables that says what model they belong to (arch, head, stem, classes).
+MODEL_JSON = "model.json"
 
 
 class WeightsMismatchError(ValueError):
@@ -89,7 +91,7 @@ def merge(init_variables: Any, pretrained: Any, *, skip: Sequence[str] = ()) -> 
 
 
 def save(variables: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
-         metadata_name: str = "model.json", overwrite: bool = False) -> str:
+         metadata_name: str = MODEL_JSON, overwrite: bool = False) -> str:
   """Writes ``{'params', 'batch_stats'}`` as an Orbax checkpoint (+ an optional JSON ``metadata``
   file beside it), atomically: everything goes into a temp dir that is renamed into place, so a
   reader never sees a half-written weights dir.

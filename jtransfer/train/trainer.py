@@ -45,7 +45,7 @@ from jtransfer.train import writers
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step as make_step_fn
 
-MODEL_JSON = "model.json"
+MODEL_JSON = weights.MODEL_JSON
 DOMAIN_HEAD = r"^domain_head/"  # DANN's domain classifier: trained, never loaded nor exported.
 
 
@@ -165,7 +165,7 @@ def with_trained_domain_head(phases: list, params: Any, *, head: str = r"^fc/",
 def export_variables(variables: dict, directory: str, model_meta: dict) -> None:
   """Writes ``variables`` and ``model.json`` with ``weights.save`` (this process only), replacing an
   older export atomically: the dir is either the old export or the new one, never a mix."""
-  weights.save(variables, directory, metadata=model_meta, metadata_name=MODEL_JSON, overwrite=True)
+  weights.save(variables, directory, metadata=model_meta, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------
