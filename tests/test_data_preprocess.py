@@ -25,6 +25,7 @@ def _png(image):
 
 
 CASES = [
+    ([{'op': 'corrupt', 'name': 'contrast', 'severity': 3}], _image(), (6, 8, 3)),
     (['decode'], _image(), (6, 8, 3)),
     ([{'op': 'resize', 'size': 4}], _image(), (4, 4, 3)),
     ([{'op': 'resize', 'size': [3, 5], 'method': 'nearest'}], _image(), (3, 5, 3)),

@@ -35,6 +35,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from jtransfer.data import corruptions
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, on [0, 1].
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -285,6 +287,7 @@ OPS = {
     'normalize': normalize,
     'grayscale_to_rgb': grayscale_to_rgb,
     'rgb_to_grayscale': rgb_to_grayscale,
+    'corrupt': corruptions.corrupt_op,  # eval-only OOD test sets: jtransfer/data/corruptions.py
 }
 
 
