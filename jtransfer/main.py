@@ -1,6 +1,6 @@
 """The command line: parse flags, call ``train.trainer.train_and_evaluate``. Nothing else lives here.
 
-    python -m jtransfer.main --config=configs/finetune_digits.py:runlocal --workdir=workdirs/digits \
+    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:runlocal --workdir=workdirs/digits \
         --config.optim.lr=0.01 --config.train.num_steps=500
 
 The config is locked: ``--config.train.num_step=5`` (a typo) is an error naming the key. Running
@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
-
 
 # Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
 _CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
@@ -47,7 +45,7 @@ def main(argv: list[str]) -> None:
 def cli() -> None:
   """The command line; flags are defined here, not at import, so importing this module is free."""
   config_flags.DEFINE_config_file(
-      "config", None, "Experiment config file, configs/FILE.py[:ARG]; override fields with "
+      "config", None, "Experiment config file, jtransfer/configs/FILE.py[:ARG]; override fields with "
       "--config.SECTION.KEY=VALUE.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and "
                       "result.json; an existing one is resumed.")

@@ -21,10 +21,11 @@ import os
 import sys
 from typing import Sequence
 
+from absl import app, flags
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
 
 from jtransfer import data, models, weights
 
@@ -45,35 +46,51 @@ def list_images(spec: str) -> list[str]:
   return sorted(files)
 
 
+def _latest_checkpoint_variables(workdir: str) -> dict:
+  """``{'params', 'batch_stats'}`` of the newest checkpoint under ``workdir/checkpoints``."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    raise FileNotFoundError(f"No checkpoints under {ckpt_dir}")
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore(os.path.join(ckpt_dir, str(steps[-1]), "state"))
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
 def load_run(workdir: str, checkpoint: str = "export"):
-  """(model, variables, class_names, eval preprocessing) of a training run's workdir."""
+  """(model, variables, class_names, eval preprocessing) of a training run's workdir.
+
+  The model is rebuilt from the run's ``config.json`` (``checkpoint='latest'`` works before any
+  export exists) or, for ``export``, from the export's ``model.json``.
+  """
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  export = os.path.join(workdir, "export")
-  with open(os.path.join(export, weights.MODEL_JSON)) as f:
-    meta = json.load(f)
   if checkpoint == "export":
+    export = os.path.join(workdir, "export")
+    meta = models.read_meta(export)
+    if meta is None:
+      raise FileNotFoundError(f"No exported model at {export} (is the run finished? "
+                              "--checkpoint=latest predicts with its newest checkpoint)")
     variables = weights.load(export)
   elif checkpoint == "latest":
-    import orbax.checkpoint as ocp
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-    if not steps:
-      raise FileNotFoundError(f"No checkpoints under {ckpt_dir}")
-    with ocp.StandardCheckpointer() as ckptr:
-      state = ckptr.restore(os.path.join(ckpt_dir, str(steps[-1]), "state"))
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = _latest_checkpoint_variables(workdir)
+    head = variables["params"]["fc"]["bias"].shape[-1]
+    model_cfg = ml_collections.ConfigDict(config["model"])
+    names = data.load_class_names(workdir) if os.path.isfile(
+        os.path.join(workdir, data.info.CLASS_NAMES_FILE)) else [str(i) for i in range(head)]
+    meta = models.meta(model_cfg, num_classes=head, class_names=names)
   else:
     raise ValueError(f"checkpoint must be 'export' or 'latest', got {checkpoint!r}")
-  model = models.create(meta["arch"], num_classes=meta["num_classes"], small_stem=meta["small_stem"],
-                        base_planes=meta.get("base_planes", 64), dtype=config["model"]["dtype"])
+  model = models.from_meta(meta, dtype=config["model"]["dtype"])
+  names = list(meta["class_names"]) or [str(i) for i in range(meta["num_classes"])]
   data_cfg = data.get_config()
   with data_cfg.unlocked():
     for key, value in config["data"].items():
       if key in data_cfg:
         data_cfg[key] = value
   pp = data.build_pp(data.resolve_pp(data_cfg, train=False), name="data.pp_eval")
-  return model, variables, list(meta["class_names"]), pp
+  return model, variables, names, pp
 
 
 def predict_files(workdir: str, files: Sequence[str], *, top_k: int = 5, checkpoint: str = "export",

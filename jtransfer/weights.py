@@ -13,20 +13,18 @@ initialised leaf is kept and the report says so.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Sequence
 
+from flax import traverse_util
 import jax
 import numpy as np
-from flax import traverse_util
+
+from jtransfer import models
 
 COLLECTIONS = ("params", "batch_stats")
-# The JSON beside exported variables that says what model they belong to (arch, head, stem, classes).
-MODEL_JSON = "model.json"
+PKG_PREFIX = "pkg:"
 
 
 class WeightsMismatchError(ValueError):
@@ -91,47 +89,50 @@ def merge(init_variables: Any, pretrained: Any, *, skip: Sequence[str] = ()) -> 
 
 
 def save(variables: Any, directory: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
-         metadata_name: str = MODEL_JSON, overwrite: bool = False) -> str:
-  """Writes ``{'params', 'batch_stats'}`` as an Orbax checkpoint (+ an optional JSON ``metadata``
-  file beside it), atomically: everything goes into a temp dir that is renamed into place, so a
-  reader never sees a half-written weights dir.
+         overwrite: bool = False) -> str:
+  """Writes ``{'params', 'batch_stats'}`` as an Orbax checkpoint (+ the model's ``model.json``,
+  ``metadata``, written by ``models.write_meta``), atomically, with ``workdir.atomic_write_dir``: everything is written into a
+  fresh sibling dir that takes ``directory``'s place in one step, so a reader, or a kill at any
+  moment, finds a whole weights dir (the old one or the new one), never a half-written one or none.
 
-  Only the calling process writes (Orbax is told it is on its own): in a multi-host run, call it
-  from one process. ``overwrite=True`` replaces an existing dir (the old one is removed only after
-  the new one is in place); otherwise an existing dir is an error.
+  ``overwrite=False``: an existing ``directory`` is an error; it becomes a plain dir.
+  ``overwrite=True``: ``directory`` becomes a symlink to ``.<name>-<hex>`` beside it, replaced by
+  the next save in one ``os.replace`` (``load`` and Orbax read through it); the old version is
+  removed once the new one is in place. Leftovers of an interrupted save of ``directory`` are
+  removed first. Only the calling process writes (Orbax is told it is on its own): in a multi-host
+  run, call it from one process.
   """
   import orbax.checkpoint as ocp
-  directory = os.path.abspath(os.fspath(directory))
-  if os.path.exists(directory) and not overwrite:
-    raise FileExistsError(f"{directory} exists; refusing to overwrite weights")
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-weights-", dir=parent)
-  try:
-    tree = {col: jax.tree.map(np.asarray, variables[col]) for col in COLLECTIONS if col in variables}
+
+  from jtransfer import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  tree = {col: jax.tree.map(np.asarray, variables[col]) for col in COLLECTIONS if col in variables}
+
+  def fill(staging: str) -> None:
     me = jax.process_index()
     local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
     with ocp.StandardCheckpointer(multiprocessing_options=local) as ckptr:
-      ckptr.save(os.path.join(tmp, "variables"), tree)
+      ckptr.save(os.path.join(staging, "variables"), tree)
     if metadata is not None:
-      with open(os.path.join(tmp, metadata_name), "w") as f:
-        json.dump(metadata, f, indent=1)
-    old = None
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(prefix=".old-weights-", dir=parent)
-      os.rename(directory, os.path.join(old, "d"))
-    os.rename(tmp, directory)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return directory
+      models.write_meta(staging, metadata)
+
+  return workdir_lib.atomic_write_dir(directory, fill, overwrite=overwrite)
+
+
+def resolve(path: str | os.PathLike) -> str:
+  """``path``, or for ``pkg:NAME`` the checkpoint file an installed package ships
+  (``pkg:efficientnet_lite0``; see ``models.pretrained``)."""
+  path = os.fspath(path)
+  if path.startswith(PKG_PREFIX):
+    from jtransfer.models import pretrained  # pylint: disable=g-import-not-at-top
+    return pretrained.resolve(path)
+  return path
 
 
 def load(path: str | os.PathLike, *, arch: str | None = None, **convert_kwargs) -> dict[str, Any]:
-  """Loads variables from an Orbax dir written by ``save`` or a torchvision ``.pth``/``.safetensors``."""
-  path = os.fspath(path)
+  """Loads variables from an Orbax dir written by ``save``, a PyTorch ``.pth``/``.safetensors``
+  state dict of ``arch``, or ``pkg:NAME`` (weights shipped in an installed package)."""
+  path = resolve(path)
   if os.path.isdir(path):
     import orbax.checkpoint as ocp
     item = os.path.join(os.path.abspath(path), "variables")

@@ -1,4 +1,4 @@
-"""Tiny, fast pieces for tests of the trainer: a config, in-memory data, subprocess environments.
+"""Test helpers: a tiny config, in-memory data, subprocess environments (``import support``).
 
     config = testing.tiny_config(num_steps=4)
     source = testing.tiny_source()
@@ -96,8 +96,8 @@ def subprocess_env(num_devices: int | None = None, *, cache_dir: str | None = No
   env["XLA_FLAGS"] = " ".join(flags)
   env["JAX_PLATFORMS"] = "cpu"
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  here = os.path.dirname(os.path.abspath(__file__))  # this module, for the child's `import support`
+  env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
   env.update(extra)
   return env
 

@@ -29,14 +29,6 @@ def _experiment(dataset, steps):
   return c
 
 
-def _variant(kind, *, pretrained=True, freezing=None, overrides=(), teacher="", args=None):
-  v = config_dict.ConfigDict()
-  v.kind, v.pretrained, v.teacher, v.args = kind, pretrained, teacher, args or {}
-  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
-  v.overrides = tuple(overrides)
-  return v
-
-
 def tiny_config():
   c = config_dict.ConfigDict()
   c.pretrain = config_dict.ConfigDict({"enabled": True, "config": _experiment("mnist5k", 3)})
@@ -46,10 +38,10 @@ def tiny_config():
   c.seeds = (0, 1)
   c.shot_overrides = {}
   c.variants = config_dict.ConfigDict({
-      "ridge": _variant("ridge"),
-      "linear_probe_cached": _variant("linear_probe_cached", args={"steps": 20}),
-      "full_finetune": _variant("train", freezing=optim.get_freezing_config("full_ft")),
-      "distill": _variant("train", pretrained=False, teacher="full_finetune",
+      "ridge": harness.variant("ridge"),
+      "linear_probe_cached": harness.variant("linear_probe_cached", args={"steps": 20}),
+      "full_finetune": harness.variant("train", freezing=optim.get_freezing_config("full_ft")),
+      "distill": harness.variant("train", pretrained=False, teacher="full_finetune",
                           overrides=(("model.base_planes", 4),)),
   })
   c.order = ("ridge", "linear_probe_cached", "full_finetune", "distill")

@@ -17,7 +17,8 @@ import tensorflow_datasets as tfds
 
 from jtransfer import data, models, weights
 from jtransfer.benchmark import harness
-from jtransfer.train import testing, trainer
+from jtransfer.train import trainer
+import support as testing
 
 TINY_PLANES, TINY_IMAGE = 8, 16
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,8 +45,8 @@ VTAB = {
 
 
 def load(path, arg="", *overrides):
-  """As `python -m jtransfer.main --config=configs/PATH[:ARG] [--config.KEY=VALUE ...]` loads it."""
-  spec = os.path.join(ROOT, "configs", path) + (f":{arg}" if arg else "")
+  """As `python -m jtransfer.main --config=jtransfer/configs/PATH[:ARG] [--config.KEY=VALUE ...]` loads it."""
+  spec = os.path.join(ROOT, "jtransfer", "configs", path) + (f":{arg}" if arg else "")
   argv = ["prog", f"--config={spec}", *overrides]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
@@ -172,6 +173,7 @@ def _shrink(config, weights_dir):
   config.data.pp_eval = shrink_ops(config.data.pp_eval)
   config.data.batch_size = 8
   config.data.eval_batch_size = 200
+  config.data.repeat_small = True  # 1-shot mock subsets can be smaller than a batch
   if config.data.shots:
     config.data.shots = 1  # mock labels are random: every class present has >= 1 example
   config.optim.warmup_steps = min(config.optim.warmup_steps, 1)
@@ -180,8 +182,8 @@ def _shrink(config, weights_dir):
 
 
 def _run_two_steps(config, workdir, num_examples):
-  with tfds.testing.mock_data(num_examples=num_examples), open(os.devnull, "w") as sink:
-    result = trainer.train_and_evaluate(config, str(workdir), stream=sink)
+  with tfds.testing.mock_data(num_examples=num_examples):
+    result = trainer.train_and_evaluate(config, str(workdir))
   with open(workdir / "result.json") as f:
     assert json.load(f)["step"] == 2
   return result

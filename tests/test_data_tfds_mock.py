@@ -1,5 +1,4 @@
 """The TFDS path with `tfds.testing.mock_data`: no files, no network."""
-import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jtransfer import export, models, weights
+from jtransfer import convert, export, models, weights
 
 torch = pytest.importorskip("torch", reason="torch is in the test extra: `make test` installs it")
 torchvision = pytest.importorskip("torchvision")
@@ -25,7 +25,7 @@ def trained_like():
 
 def test_exported_file_loads_strictly_into_torchvision_with_equal_logits(trained_like, tmp_path):
   model, variables, x = trained_like
-  path = export.to_safetensors(variables, tmp_path / "m.safetensors", metadata={"arch": "resnet50"})
+  path = export.to_safetensors(variables, tmp_path / "m.safetensors", arch="resnet50")
   from safetensors.torch import load_file
   tmodel = torchvision.models.resnet50(num_classes=4).eval()
   tmodel.load_state_dict(load_file(path), strict=True)
@@ -37,17 +37,18 @@ def test_exported_file_loads_strictly_into_torchvision_with_equal_logits(trained
 
 def test_round_trip_is_exact(trained_like, tmp_path):
   _, variables, _ = trained_like
-  path = export.to_safetensors(variables, tmp_path / "m.safetensors")
-  back = export.from_safetensors(path, "resnet50")
+  path = export.to_safetensors(variables, tmp_path / "m.safetensors", arch="resnet50")
+  back = convert.from_torchvision(path, "resnet50")
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(back)):
     np.testing.assert_array_equal(np.asarray(a), b)
 
 
 def test_cli_exports_a_weights_dir(trained_like, tmp_path):
   _, variables, _ = trained_like
-  weights.save(variables, tmp_path / "run" / "export")
+  weights.save(variables, tmp_path / "run" / "export",
+               metadata={"arch": "resnet50", "num_classes": 4, "options": {}, "class_names": []})
   out = tmp_path / "out.safetensors"
   subprocess.run([sys.executable, "-m", "jtransfer.export", f"--weights={tmp_path / 'run'}",
                   f"--out={out}"], check=True, capture_output=True)
-  back = export.from_safetensors(out, "resnet50")
+  back = convert.from_torchvision(out, "resnet50")
   np.testing.assert_array_equal(back["params"]["fc"]["bias"], np.asarray(variables["params"]["fc"]["bias"]))

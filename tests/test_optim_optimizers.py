@@ -74,7 +74,7 @@ def test_layerwise_decay_gives_per_stage_ratios():
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   fz = optim.get_freezing_config("layerwise_decay", decay=0.5)
-  rules = optim.phases(fz)[0].param_rules
+  rules = optim.phases(fz, spec=models.get_spec("resnet18"))[0].param_rules
   tx = optim.build_optimizer(_cfg(name="sgd"), rules, params, total_steps=10)
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), optim.init_opt_state(tx, params),
                          params)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jtransfer import models, optim
+from jtransfer.train import config as config_lib
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,7 +25,7 @@ def _trainable_tops(rules):
 
 
 def _phases(strategy, **args):
-  return optim.phases(optim.get_freezing_config(strategy, **args))
+  return optim.phases(optim.get_freezing_config(strategy, **args), spec=models.get_spec("resnet18"))
 
 
 def test_single_phase_presets():
@@ -77,18 +78,29 @@ def test_custom_rules_and_preset_errors():
     optim.phases(fz)
 
 
+def test_stages_come_from_the_model_family_unless_set():
+  config = config_lib.get_base_config()
+  config.freezing = optim.get_freezing_config("last_stages", k=1)
+  assert optim.stages_and_head(config) == (models.get_spec("resnet18").stages, r"^fc/")
+  assert optim.phases(config)[0].param_rules == ((r"^fc/", 1.0), (r"^layer4/", 1.0), (".*", "frozen"))
+  config.freezing.stages, config.freezing.head = (r"^a/", r"^b/"), r"^h/"
+  assert optim.phases(config)[0].param_rules == ((r"^h/", 1.0), (r"^b/", 1.0), (".*", "frozen"))
+  with pytest.raises(ValueError, match="pass the experiment config"):
+    optim.phases(optim.get_freezing_config("linear_probe"))
+
+
 def test_l2sp_is_a_full_fine_tune_with_a_penalty_toward_the_anchor():
   fz = optim.get_freezing_config("l2sp", alpha=0.2, beta_head=0.4)
   assert fz.strategy == "full_ft" and (fz.l2sp_alpha, fz.l2sp_beta_head) == (0.2, 0.4)
   anchor = {"body": {"kernel": jnp.array([1.0, 2.0])}, "fc": {"bias": jnp.array([5.0])}}
   params = {"body": {"kernel": jnp.array([2.0, 2.0])}, "fc": {"bias": jnp.array([3.0])}}
-  penalty = optim.l2sp_penalty(params, anchor, alpha=0.2, beta_head=0.4)
+  penalty = optim.l2sp_penalty(params, anchor, alpha=0.2, beta_head=0.4, head_pattern=r"^fc/")
   np.testing.assert_allclose(penalty, 0.1 * 1.0 + 0.2 * 9.0, rtol=1e-6)
-  g = jax.grad(optim.l2sp_penalty)(params, anchor, alpha=0.2, beta_head=0.4)
+  g = jax.grad(optim.l2sp_penalty)(params, anchor, alpha=0.2, beta_head=0.4, head_pattern=r"^fc/")
   np.testing.assert_allclose(g["body"]["kernel"], [0.2, 0.0])  # Toward the anchor, not zero ...
   np.testing.assert_allclose(g["fc"]["bias"], [1.2])            # ... the head toward zero.
   with pytest.raises(ValueError, match="no anchor .* for 'body/kernel'"):
-    optim.l2sp_penalty(params, {"fc": anchor["fc"]}, alpha=0.2, beta_head=0.4)
+    optim.l2sp_penalty(params, {"fc": anchor["fc"]}, alpha=0.2, beta_head=0.4, head_pattern=r"^fc/")
 
 
 def test_plain_penalties():

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def run(tmp_path_factory):
   c.train.num_steps, c.train.eval_every, c.train.ckpt_every = 30, 0, 0
   c.train.tensorboard = c.train.progress = False
   workdir = str(tmp_path_factory.mktemp("run"))
-  result = trainer.train_and_evaluate(c, workdir, stream=open(os.devnull, "w"))
+  result = trainer.train_and_evaluate(c, workdir)
   return root, workdir, result
 
 
@@ -82,3 +83,21 @@ def test_latest_checkpoint_option(run):
   rows = predict.predict_files(workdir, predict.list_images(str(root / "test" / "blue")),
                                checkpoint="latest", top_k=1)
   assert len(rows) == 3 and all("top" in r for r in rows)
+
+
+def test_latest_works_before_any_export(run, tmp_path):
+  """A running run has checkpoints but no export yet: the model comes from config.json."""
+  root, workdir, _ = run
+  early = tmp_path / "early"
+  shutil.copytree(workdir, early, symlinks=True)
+  for name in os.listdir(early):
+    if name == "export" or name.startswith(".export-") or name == "result.json":
+      path = early / name
+      path.unlink() if path.is_symlink() or path.is_file() else shutil.rmtree(path)
+  with pytest.raises(FileNotFoundError, match="--checkpoint=latest"):
+    predict.predict_files(str(early), [str(root / "test" / "red" / "0.png")])
+  rows = predict.predict_files(str(early), predict.list_images(str(root / "test" / "red")),
+                               checkpoint="latest", top_k=1)
+  assert [r["top"][0][0] for r in rows] == [
+      r["top"][0][0] for r in predict.predict_files(workdir, predict.list_images(
+          str(root / "test" / "red")), checkpoint="latest", top_k=1)]

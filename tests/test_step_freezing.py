@@ -88,7 +88,7 @@ def _build(rules, opt_name, *, bn_mode="frozen", schedule_start=0):
 @functools.lru_cache(maxsize=None)
 def _setup(strategy, opt_name="adamw", bn_mode="frozen"):
   """A one-phase preset with its default arguments (last_stages: k=1)."""
-  rules = optim.phases(optim.get_freezing_config(strategy))[0].param_rules
+  rules = optim.phases(optim.get_freezing_config(strategy), spec=models.get_spec("resnet18"))[0].param_rules
   return _build(rules, opt_name, bn_mode=bn_mode)
 
 
@@ -162,10 +162,10 @@ def test_bn_mode_adapt_lets_a_frozen_backbone_update_its_statistics():
 
 def test_lp_ft_second_phase_starts_from_the_probe_head():
   fz = optim.get_freezing_config("lp_ft", switch_step=2, ft_lr_mult=0.1)
-  probe_phase, ft_phase = optim.phases(fz)
+  probe_phase, ft_phase = optim.phases(fz, spec=models.get_spec("resnet18"))
   params, _ = _pretrained()
   probe = _setup("linear_probe")
-  assert probe_phase.param_rules == optim.phases(optim.get_freezing_config("linear_probe"))[
+  assert probe_phase.param_rules == optim.phases(optim.get_freezing_config("linear_probe"), spec=models.get_spec("resnet18"))[
       0].param_rules
   state, _ = _run(probe, steps=ft_phase.start_step)
   probe_head = state.params["fc"]

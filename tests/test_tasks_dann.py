@@ -7,7 +7,7 @@ import pytest
 from ml_collections import config_dict
 
 from jtransfer import models
-from jtransfer.adapt import dann
+from jtransfer.tasks import dann
 from jtransfer.train.inputs import ArraySource
 
 
@@ -26,24 +26,25 @@ def _images_only(images, batch):
   return make
 
 
-def _source(adversarial=True, lam="paper"):
+def _source(adversarial=True):
   labeled = ArraySource(_arrays(32, 0), _arrays(8, 1), batch_size=4, eval_batch_size=4, num_classes=3)
   target_eval = ArraySource(_arrays(8, 2, 1.0), _arrays(6, 3, 1.0), batch_size=4, eval_batch_size=3,
                             num_classes=3)
   target = _images_only(_arrays(16, 4, 1.0)[0], 4)
-  return dann.DomainAdaptationSource(labeled, target, target_eval, total_steps=10, lam=lam,
-                                     adversarial=adversarial)
+  return dann.DomainAdaptationSource(labeled, target, target_eval, adversarial=adversarial)
 
 
-def test_train_batches_carry_target_images_and_the_schedule():
+def test_train_batches_carry_target_images_and_lambda_follows_the_step():
   it = _source().train_iterator(seed=0, start_step=0, process_index=0, process_count=1)
-  batches = [next(it) for _ in range(3)]
-  assert set(batches[0]) == {"image", "label", "target_image", "grl_lambda"}
-  assert batches[0]["target_image"].shape == (4, 8, 8, 3)
-  lams = [float(b["grl_lambda"][0]) for b in batches]
-  np.testing.assert_allclose(lams, [2 / (1 + np.exp(-10 * p)) - 1 for p in (0, 0.1, 0.2)], rtol=1e-6)
-  resumed = next(_source().train_iterator(seed=0, start_step=2, process_index=0, process_count=1))
-  assert float(resumed["grl_lambda"][0]) == pytest.approx(lams[2])
+  batch = next(it)
+  assert set(batch) == {"image", "label", "target_image"}  # no per-example λ array
+  assert batch["target_image"].shape == (4, 8, 8, 3)
+  lams = [float(dann.lambda_at(step, 10, "paper")) for step in (0, 1, 2, 20)]
+  np.testing.assert_allclose(lams, [2 / (1 + np.exp(-10 * p)) - 1 for p in (0, 0.1, 0.2, 1.0)],
+                             rtol=1e-6)
+  traced = jax.jit(lambda s: dann.lambda_at(s, 10, "paper"))(jnp.int32(2))  # from state.step
+  assert float(traced) == pytest.approx(lams[2])
+  assert float(dann.lambda_at(7, 10, 0.3)) == pytest.approx(0.3)
 
 
 def test_eval_is_on_the_target_and_source_only_has_no_target():
@@ -58,20 +59,21 @@ def test_label_sets_must_match():
   labeled = ArraySource(_arrays(8, 0), _arrays(8, 1), batch_size=4, eval_batch_size=4, num_classes=3)
   other = ArraySource(_arrays(8, 0), _arrays(8, 1), batch_size=4, eval_batch_size=4, num_classes=5)
   with pytest.raises(ValueError, match="same label set"):
-    dann.DomainAdaptationSource(labeled, _images_only(_arrays(8, 0)[0], 4), other, total_steps=1)
+    dann.DomainAdaptationSource(labeled, _images_only(_arrays(8, 0)[0], 4), other)
 
 
 def test_domain_gradient_reaches_the_backbone_reversed():
-  model = models.create("resnet18", num_classes=3, small_stem=True, base_planes=4, domain_head=(8,))
-  batch = next(_source(lam=1.0).train_iterator(seed=0, start_step=0, process_index=0, process_count=1))
+  model = models.create("resnet18", num_classes=3, small_stem=True, base_planes=4)
+  head = dann.DomainHead((8,))
+  batch = next(_source().train_iterator(seed=0, start_step=0, process_index=0, process_count=1))
   v = model.init(jax.random.key(0), batch["image"])
+  params = {**v["params"], "domain_head": head.init(jax.random.key(1), jnp.zeros((1, 32)))["params"]}
   loss_cfg = config_dict.ConfigDict({"label_smoothing": 0.0})
 
   @jax.jit
   def grads(lam, weight):
-    b = {**batch, "grl_lambda": jnp.full((4,), lam, jnp.float32)}
-    fn = dann.make_loss_fn(model, loss_cfg, domain_weight=weight)
-    return jax.grad(lambda p: fn(p, v["batch_stats"], b, jax.random.key(1))[0])(v["params"])
+    fn = dann.make_loss_fn(model, head, loss_cfg, lam=lam, domain_weight=weight)
+    return jax.grad(lambda p: fn(p, v["batch_stats"], batch, jax.random.key(1))[0])(params)
 
   ce_only = grads(1.0, 0.0)
   domain_rev = jax.tree.map(jnp.subtract, grads(1.0, 1.0), ce_only)    # domain part, λ = 1

@@ -4,15 +4,15 @@ MNIST-5k → UCI digits config for 2 steps, and the config's errors."""
 import importlib.util
 import os
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import support as testing
 
-from jtransfer import optim, weights
-from jtransfer.adapt import dann
+from jtransfer import models, optim, weights
+from jtransfer.tasks import dann
 from jtransfer.train import config as config_lib
-from jtransfer.train import evaluate, inputs, parallel, testing, trainer, writers
+from jtransfer.train import evaluate, inputs, parallel, trainer, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +24,7 @@ def _compile_once(tmp_path_factory):
 
 
 def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "jtransfer", "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -62,8 +62,7 @@ def _dann_source(config, target):
   target_eval = inputs.ArraySource((1.5 * tx + 1, np.zeros(8, np.int32)), (1.5 * txe + 1, tye),
                                    batch_size=8, eval_batch_size=8, num_classes=4,
                                    class_names=("a", "b", "c", "d"))
-  return dann.DomainAdaptationSource(labeled, target, target_eval, lam=dann.grl_lam(config.adapt),
-                                     total_steps=config.train.num_steps)
+  return dann.DomainAdaptationSource(labeled, target, target_eval)
 
 
 def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(tmp_path):
@@ -87,8 +86,9 @@ def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(
   assert result["class_names"] == ["a", "b", "c", "d"]
 
   # The domain head was trained: its parameters moved away from their (seeded) initialisation.
-  model = trainer.build_model(config.model, 4, domain_head=(8,))
-  init, _ = trainer.init_variables(model, config.model, (8, 8, 3), config.train.seed)
+  model = trainer.build_model(config.model, 4)
+  init, _ = trainer.init_variables(model, config.model, (8, 8, 3), config.train.seed,
+                                   task=dann.DANN(config))
   state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "4", "state"))
   for leaf in ("hidden0", "out"):
     before = init["params"]["domain_head"][leaf]["kernel"]
@@ -105,7 +105,7 @@ def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(
 
 
 def test_real_config_parses_and_runs_two_steps(tmp_path):
-  """configs/dann_mnist_to_digits.py with the offline MNIST-5k and UCI digits, shrunk."""
+  """jtransfer/configs/dann_mnist_to_digits.py with the offline MNIST-5k and UCI digits, shrunk."""
   for arg in ("dann", "source_only", "source_only,runlocal"):
     _load_config("dann_mnist_to_digits", arg)
   with pytest.raises(ValueError, match="conflicting"):
@@ -169,15 +169,16 @@ def _head_params():
 
 def test_domain_head_is_trained_under_any_preset_and_a_probe_is_refused():
   params = _head_params()
-  last = optim.phases(optim.get_freezing_config("last_stages", k=1))
-  (phase,) = trainer.with_trained_domain_head(last, params)
+  last = optim.phases(optim.get_freezing_config("last_stages", k=1), spec=models.get_spec("resnet18"))
+  (phase,) = dann.with_trained_domain_head(last, params, head=r"^fc/")
   labels = optim.label_params(params, phase.param_rules)
   assert labels["domain_head"]["out"]["kernel"] != optim.FROZEN
   assert labels["conv1"]["kernel"] == optim.FROZEN
-  full = optim.phases(optim.get_freezing_config("full_ft"))
-  assert trainer.with_trained_domain_head(full, params) == full  # '.*' already trains it
-  probe = optim.phases(optim.get_freezing_config("linear_probe"))
+  full = optim.phases(optim.get_freezing_config("full_ft"), spec=models.get_spec("resnet18"))
+  assert dann.with_trained_domain_head(full, params, head=r"^fc/") == full  # '.*' already trains it
+  probe = optim.phases(optim.get_freezing_config("linear_probe"), spec=models.get_spec("resnet18"))
   with pytest.raises(ValueError, match="no phase trains a backbone parameter.*source_only"):
-    trainer.with_trained_domain_head(probe, params, strategy="linear_probe")
-  gradual = optim.phases(optim.get_freezing_config("gradual_unfreezing", unfreeze_steps=(5,)))
-  assert len(trainer.with_trained_domain_head(gradual, params)) == 2  # a later phase trains layer4
+    dann.with_trained_domain_head(probe, params, head=r"^fc/", strategy="linear_probe")
+  gradual = optim.phases(optim.get_freezing_config("gradual_unfreezing", unfreeze_steps=(5,)),
+                         spec=models.get_spec("resnet18"))
+  assert len(dann.with_trained_domain_head(gradual, params, head=r"^fc/")) == 2  # a later phase trains layer4

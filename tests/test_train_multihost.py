@@ -8,14 +8,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from jtransfer.train import testing
+import support as testing
 
 SCRIPT = r"""
 import json, sys
 import jax
 import numpy as np
 from jtransfer import weights
-from jtransfer.train import checkpointing, testing, trainer
+from jtransfer.train import checkpointing, trainer
+import support as testing
 
 workdir, port, pid, nproc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 config = testing.tiny_config(num_steps=3, eval_every=3, ckpt_every=3)

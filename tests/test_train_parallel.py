@@ -7,14 +7,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from jtransfer.train import testing
+import support as testing
 
 SCRIPT = r"""
 import json
 import jax
 import numpy as np
 from jtransfer import optim
-from jtransfer.train import parallel, testing, trainer
+from jtransfer.train import parallel, trainer
+import support as testing
 
 assert jax.device_count() == 8, jax.devices()
 config = testing.tiny_config()
@@ -25,7 +26,8 @@ phases = optim.phases(config)
 out = {}
 for name, par in (("single", parallel.create("jit", jax.devices()[:1])),
                   ("jit", parallel.create("jit")), ("pmap", parallel.create("pmap"))):
-  setup = trainer.setup_phase(config, phases, 0, variables["params"], 4, par)
+  setup = trainer.Phases(config=config, task=None, phases=phases, params=variables["params"],
+                         num_classes=4, par=par).at(0)
   state = par.put_state(trainer.create_state(variables, setup.tx, ema=False))
   it = source.train_iterator(seed=0, start_step=0)
   losses = []

@@ -8,13 +8,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from jtransfer.train import testing
+import support as testing
 
 SCRIPT = r"""
 import os, signal, sys
 import jax, numpy as np
 from jtransfer import optim
-from jtransfer.train import checkpointing, inputs, testing, trainer
+from jtransfer.train import checkpointing, inputs, trainer
+import support as testing
 
 workdir, kill_at = sys.argv[1], int(sys.argv[2])
 marker = os.path.join(os.path.dirname(workdir), os.path.basename(workdir) + ".killed")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jtransfer import optim, weights
-from jtransfer.train import checkpointing, evaluate, parallel, testing, trainer, writers
+from jtransfer.train import checkpointing, evaluate, parallel, trainer, writers
+import support as testing
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,8 +30,9 @@ def finished_run(tmp_path_factory, _compile_once):
 
 def test_run_leaves_a_full_record(finished_run):
   config, source, workdir, result = finished_run
-  assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "export", "metrics.jsonl",
-                                         "result.json"]
+  visible = sorted(n for n in os.listdir(workdir) if not n.startswith("."))  # .lock, .export-*
+  assert visible == ["checkpoints", "config.json", "export", "identity.json", "metrics.jsonl",
+                     "result.json"]
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["base_planes"] == 8
   lines = writers.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -113,7 +115,8 @@ def _final_state(workdir, config, source):
   variables, _ = trainer.init_variables(trainer.build_model(config.model, 4), config.model,
                                         source.info.image_shape, config.train.seed)
   phases = optim.phases(config)
-  setup = trainer.setup_phase(config, phases, 0, variables["params"], 4, par)
+  setup = trainer.Phases(config=config, task=None, phases=phases, params=variables["params"],
+                         num_classes=4, par=par).at(0)
   abstract = jax.eval_shape(lambda: trainer.create_state(
       variables, setup.tx, ema=config.optim.ema_decay is not None))
   ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=None)

@@ -1,14 +1,10 @@
-"""python -m jtransfer.benchmark --config=configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]"""
+"""python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]"""
 
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, caches and results go.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -19,11 +15,19 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax
   # Many short runs of the same few programs: reuse compiled executables across runs and restarts.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
+  jax.config.update("jax_compilation_cache_dir", os.path.join(flags.FLAGS.workdir, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   from jtransfer.benchmark import harness
-  harness.run(_CONFIG.value, _WORKDIR.value, stream=sys.stdout)
+  harness.run(flags.FLAGS.config, flags.FLAGS.workdir, stream=sys.stdout)
+
+
+def cli():
+  """The command line; flags are defined here, not at import, so importing this module is free."""
+  config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where runs, caches and results go.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

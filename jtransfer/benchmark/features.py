@@ -24,8 +24,8 @@ from jtransfer import data, models, weights
 def _key(model_cfg, data_cfg, split: str) -> str:
   init = os.path.abspath(model_cfg.init)
   stamp = os.path.getmtime(init) if os.path.exists(init) else None
-  desc = {"init": init, "stamp": stamp, "arch": model_cfg.arch, "small_stem": model_cfg.small_stem,
-          "base_planes": model_cfg.base_planes, "dataset": data_cfg.dataset, "split": split,
+  desc = {"init": init, "stamp": stamp, "arch": model_cfg.arch,
+          "options": models.options_of(model_cfg), "dataset": data_cfg.dataset, "split": split,
           "pp": data.resolve_pp(data_cfg, train=False), "data_dir": data_cfg.data_dir}
   return hashlib.sha1(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -34,11 +34,8 @@ def extract(model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
   """``pre_logits`` of every example of ``split`` (in split order), with the eval preprocessing."""
   if not model_cfg.init:
     raise ValueError("Feature extraction needs pretrained weights: model.init is empty")
-  model = models.create(model_cfg.arch, num_classes=None, small_stem=model_cfg.small_stem,
-                        base_planes=model_cfg.base_planes, dtype=model_cfg.dtype)
+  model = models.from_config(model_cfg, num_classes=None)  # no head: flax ignores its weights
   variables = weights.load(model_cfg.init, arch=model_cfg.arch)
-  variables = {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
-               "batch_stats": variables["batch_stats"]}
   apply = jax.jit(lambda v, x: model.apply(v, x)[1]["pre_logits"].astype("float32"))
   cfg = data_cfg.copy_and_resolve_references()
   with cfg.unlocked():

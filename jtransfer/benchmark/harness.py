@@ -1,7 +1,7 @@
 """The benchmark harness: variants × datasets × examples-per-class × seeds, one trainer for all.
 
     from jtransfer.benchmark import harness
-    rows = harness.run(config, "workdirs/demo")     # config: configs/benchmark/*.py
+    rows = harness.run(config, "workdirs/demo")     # config: jtransfer/configs/benchmark/*.py
 
 Each cell is the base experiment plus the cell's overrides, trained with
 ``train.train_and_evaluate`` in its own run dir (so a killed run resumes from its checkpoint), or,
@@ -18,8 +18,9 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Callable, TextIO
 
+from ml_collections import config_dict
 import numpy as np
 
 from jtransfer import data
@@ -69,17 +70,33 @@ def cells(config) -> list[Cell]:
           for seed in config.seeds for v in config.order]
 
 
+def variant(kind: str, *, pretrained: bool = True, freezing=None, overrides=(), teacher: str = "",
+            args=None) -> config_dict.ConfigDict:
+  """One variant of a benchmark config (the harness's schema; configs build variants with this).
+
+  Args:
+    kind: 'train' (the one trainer) or a feature evaluator: ridge | knn | linear_probe_cached.
+    pretrained: start from the benchmark's pretrained weights (else random initialisation).
+    freezing: a freezing config (``optim.get_freezing_config(...)``); None = the base's.
+    overrides: (dotted key, value) pairs applied to the base experiment (a typo is an error).
+    teacher: distillation: the variant (same cell, listed earlier) whose export is the teacher.
+    args: a feature evaluator's keyword arguments.
+  """
+  v = config_dict.ConfigDict()
+  v.kind = kind
+  v.pretrained = pretrained
+  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
+  v.overrides = tuple(overrides)
+  v.teacher = teacher
+  v.args = args or {}
+  return v
+
+
 def _apply(cfg, overrides, where: str) -> None:
-  for key, value in overrides:
-    node = cfg
-    *path, leaf = key.split(".")
-    try:
-      for p in path:
-        node = node[p]
-      node[leaf]  # noqa: B018 — an unknown key must fail, not be created
-      node[leaf] = value
-    except (KeyError, AttributeError) as e:
-      raise KeyError(f"{where}: unknown config key {key!r}") from e
+  try:
+    cfg.update_from_flattened_dict(dict(overrides))
+  except (KeyError, AttributeError) as e:
+    raise KeyError(f"{where}: unknown config key in {[k for k, _ in overrides]}: {e}") from e
 
 
 def cell_config(config, cell: Cell, *, pretrained: str, teacher: str = ""):
@@ -115,7 +132,7 @@ def ensure_pretrained(config, workdir: str, stream: TextIO) -> str:
     return export
   print(f"[benchmark] pretraining {config.pretrain.config.model.arch} on "
         f"{config.pretrain.config.data.dataset} -> {export}", file=stream, flush=True)
-  result = trainer.train_and_evaluate(config.pretrain.config, run_dir, stream=stream)
+  result = trainer.train_and_evaluate(config.pretrain.config, run_dir)
   print(f"[benchmark] pretrained: {config.pretrain.config.data.dataset} test top-1 "
         f"{result['eval']['top1'] * 100:.1f}% in {result['wall_s']:.0f} s", file=stream, flush=True)
   return export
@@ -161,7 +178,7 @@ def run(config, workdir: str, *, stream: TextIO = sys.stderr,
     cfg = cell_config(config, cell, pretrained=pretrained, teacher=teacher)
     t0 = clock()
     if variant.kind == "train":
-      result = trainer.train_and_evaluate(cfg, _run_dir(workdir, cell), stream=open(os.devnull, "w"))
+      result = trainer.train_and_evaluate(cfg, _run_dir(workdir, cell))
       scores = result["eval"]
     else:
       scores = _feature_cell(config, cell, cfg, cache)

@@ -10,21 +10,20 @@ A result row is a dict with at least ``dataset``, ``variant``, ``shots`` (int, o
 
 from __future__ import annotations
 
+from collections import defaultdict
 import csv
-import json
 import math
 import os
-from collections import defaultdict
 from typing import Iterable
 
 import numpy as np
 
+from jtransfer.train import writers
+
 
 def load_results(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The rows of ``results.jsonl`` (none when it does not exist yet)."""
+  return writers.read_jsonl(path) if os.path.exists(path) else []
 
 
 def _shots_key(shots):

@@ -1,12 +1,12 @@
 """Fine-tune a narrow small-stem ResNet-18 on UCI digits: random init, or from a weights file.
 
-    python -m jtransfer.main --config=configs/finetune_digits.py --workdir=workdirs/finetune_digits
-    python -m jtransfer.main --config=configs/finetune_digits.py:runlocal --workdir=/tmp/digits
-    # From the MNIST-5k pretraining (configs/pretrain_mnist5k.py); the new head is re-initialised:
-    python -m jtransfer.main --config=configs/finetune_digits.py --workdir=workdirs/digits_ft \
+    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py --workdir=workdirs/finetune_digits
+    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:runlocal --workdir=/tmp/digits
+    # From the MNIST-5k pretraining (jtransfer/configs/pretrain_mnist5k.py); the new head is re-initialised:
+    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py --workdir=workdirs/digits_ft \
         --config.model.init=workdirs/pretrain_mnist5k/export
     # Linear probe of the same weights:
-    python -m jtransfer.main --config=configs/finetune_digits.py:linear_probe --workdir=... \
+    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:linear_probe --workdir=... \
         --config.model.init=workdirs/pretrain_mnist5k/export
 
 UCI digits (1,797 8×8 grey digits from scikit-learn, prepared offline as a TFDS dataset), upsampled
@@ -21,6 +21,7 @@ eval top-1: ~0.97 from random init (runlocal: anything, it trains 10 steps).
 """
 
 from jtransfer import optim
+from jtransfer.configs import common
 from jtransfer.train import config as train_config
 
 
@@ -31,18 +32,8 @@ def get_config(arg=None):
   if unknown:
     raise ValueError(f"Unknown config args {sorted(unknown)}; known: runlocal, linear_probe")
   config = train_config.get_base_config()
-  config.model.arch = "resnet18"
-  config.model.small_stem = True
-  config.model.base_planes = 16
-  config.data.dataset = "uci_digits"
-  config.data.image_size = 16
-  config.data.batch_size = 64
-  config.data.eval_batch_size = 160  # divisible by 1-32 devices; the last batch is padded
-  config.optim.name = "adamw"
-  config.optim.lr = 3e-3
-  config.optim.weight_decay = 1e-4
-  config.optim.schedule = "warmup_cosine"
-  config.optim.warmup_steps = 30
+  # eval batch 160: divisible by 1-32 devices; the last batch is padded.
+  common.digits_resnet(config, "uci_digits", warmup_steps=30, eval_batch_size=160)
   config.optim.ema_decay = 0.99
   config.loss.label_smoothing = 0.1
   config.train.num_steps = 300
@@ -54,10 +45,5 @@ def get_config(arg=None):
     config.freezing = optim.get_freezing_config("linear_probe")
     config.optim.lr = 1e-2
   if "runlocal" in args:
-    config.data.batch_size = 16
-    config.train.num_steps = 10
-    config.train.eval_every = 5
-    config.train.ckpt_every = 5
-    config.train.log_every = 5
-    config.optim.warmup_steps = 2
+    common.runlocal(config, every=5)
   return config

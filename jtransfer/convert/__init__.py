@@ -8,6 +8,11 @@ Command line (writes an Orbax checkpoint that ``jtransfer.weights.load`` reads):
     python -m jtransfer.convert --arch resnet50 --src resnet50.pth --out weights/resnet50
 """
 
-from jtransfer.convert.torchvision import ConversionError, from_torchvision, read_state_dict
+from jtransfer.convert.pytorch import (
+                                       ConversionError,
+                                       from_torchvision,
+                                       read_state_dict,
+                                       to_torchvision,
+)
 
-__all__ = ["ConversionError", "from_torchvision", "read_state_dict"]
+__all__ = ["ConversionError", "from_torchvision", "read_state_dict", "to_torchvision"]

@@ -1,28 +1,26 @@
-"""torchvision / timm ResNet state dicts → Flax variables, strictly.
+"""PyTorch state dicts ↔ Flax variables, strictly, for every model family.
 
     from jtransfer import convert
     variables = convert.from_torchvision("resnet50.pth", "resnet50")        # or .safetensors
-    logits, features = models.create("resnet50").apply(variables, images_nhwc)
+    variables = convert.from_torchvision(sd, "efficientnet_lite0")          # any registered family
+    state_dict = convert.to_torchvision(variables, "resnet50")              # back, reference names
 
-timm's ResNets use torchvision's key names, so both load through here. ``.pth`` files are read only
-with ``torch.load(..., weights_only=True)`` (no arbitrary unpickling); ``.safetensors`` needs no torch.
+Each family's ``ModelSpec.reference_key`` names the reference tensor of every Flax leaf; this module
+only reads files, inverts that naming over the model's expected shapes and transposes layouts
+(conv OIHW ↔ HWIO, linear (out, in) ↔ (in, out)). ``.pth`` files are read only with
+``torch.load(..., weights_only=True)`` (no arbitrary unpickling); ``.safetensors`` needs no torch.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Mapping
 
+from flax import traverse_util
 import jax
 import numpy as np
-from flax import traverse_util
 
 from jtransfer import models
-
-# torchvision's BN tensor → (collection, flax leaf name).
-_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-       "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
 
 class ConversionError(ValueError):
@@ -52,80 +50,56 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     sd = sd["state_dict"]  # common training-checkpoint wrapping
   if not isinstance(sd, Mapping):
     raise ConversionError(f"{path} holds a {type(sd).__name__}, not a state dict")
+  bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
+  if bad:
+    raise ConversionError(f"{path}: values of {bad[:5]} are not tensors (a state dict maps names "
+                          "to tensors; is this a training checkpoint? pass its model state dict)")
   return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
           for k, v in sd.items()}
 
 
-def _flax_path(key: str) -> tuple[str, tuple[str, ...]] | None:
-  """Maps one torchvision key to (collection, flax path); None for keys with no Flax counterpart."""
-  parts = key.split(".")
-  if parts[-1] == "num_batches_tracked":
-    return None
-  name = parts[-1]
-  mods = parts[:-1]
-  # layerN.i.downsample.{0,1} → layerN/i/downsample_{conv,bn}
-  if len(mods) >= 2 and mods[-2] == "downsample":
-    mods = mods[:-2] + ["downsample_conv" if mods[-1] == "0" else "downsample_bn"]
-  leaf = mods[-1] if mods else ""
-  if leaf == "fc":
-    return "params", (*mods, {"weight": "kernel", "bias": "bias"}.get(name, name))
-  if re.fullmatch(r"(downsample_)?bn\d*", leaf):
-    col, flax_name = _BN.get(name, ("params", name))
-    return col, (*mods, flax_name)
-  if re.fullmatch(r"(downsample_)?conv\d*", leaf) and name == "weight":
-    return "params", (*mods, "kernel")
-  return "params", (*mods, name)  # unknown: reported as unexpected below
-
-
-def _torch_key(col: str, path: tuple[str, ...]) -> str:
-  """Inverse of ``_flax_path``: (collection, flax path) → torchvision key."""
-  *mods, name = path
-  leaf = mods[-1]
-  if leaf == "fc":
-    name = {"kernel": "weight"}.get(name, name)
-  elif re.fullmatch(r"(downsample_)?bn\d*", leaf):
-    name = {flax: torch for torch, flax in _BN.items()}[(col, name)]
-  elif name == "kernel":
-    name = "weight"
-  if leaf in ("downsample_conv", "downsample_bn"):
-    mods = [*mods[:-1], "downsample", "0" if leaf == "downsample_conv" else "1"]
-  return ".".join((*mods, name))
-
-
-def to_torchvision(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """``{'params', 'batch_stats'}`` → a torchvision state dict of numpy arrays (for ``load_state_dict``).
-
-  BatchNorm ``num_batches_tracked`` counters are written as 0, as torchvision's strict loading expects them.
-  """
-  out = {}
-  for col in ("params", "batch_stats"):
-    for path, value in traverse_util.flatten_dict(dict(variables[col])).items():
-      value = np.asarray(value, np.float32)
-      if value.ndim == 4:
-        value = np.transpose(value, (3, 2, 0, 1))  # HWIO → OIHW
-      elif value.ndim == 2:
-        value = value.T
-      key = _torch_key(col, path)
-      out[key] = np.ascontiguousarray(value)
-      if col == "batch_stats" and path[-1] == "mean":
-        out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
-  return out
-
-
-def _to_flax(name: str, value: np.ndarray) -> np.ndarray:
-  if value.ndim == 4:  # conv OIHW → HWIO
+def _to_flax(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  if value.ndim == 4:  # conv OIHW → HWIO (a depthwise (C, 1, kh, kw) becomes (kh, kw, 1, C))
     return np.transpose(value, (2, 3, 1, 0))
-  if value.ndim == 2 and name == "kernel":  # linear (out, in) → (in, out)
+  if value.ndim == 2 and len(shape) == 2:  # linear (out, in) → (in, out)
     return value.T
   return value
 
 
-def from_torchvision(path_or_state_dict: str | os.PathLike | Mapping[str, Any], arch: str, *,
-                     num_classes: int | None = None, small_stem: bool = False) -> dict[str, Any]:
-  """Converts a torchvision/timm ResNet state dict for ``arch`` into ``{'params', 'batch_stats'}``.
+def _to_reference(value: np.ndarray) -> np.ndarray:
+  if value.ndim == 4:
+    return np.transpose(value, (3, 2, 0, 1))
+  if value.ndim == 2:
+    return value.T
+  return value
 
-  ``num_classes`` defaults to the head found in the file (None when it has none). Raises
-  ``ConversionError`` listing every missing, unexpected and mis-shaped key at once.
+
+def _expected(arch: str, num_classes: int | None, options: Mapping[str, Any]) -> dict:
+  """``{(collection, *path): shape}`` of ``arch``'s variables."""
+  spec = models.get_spec(arch)
+  model = models.create(arch, num_classes=num_classes, **options)
+  size = spec.sample_size
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32)))
+  return {(col, *path): leaf.shape
+          for col in ("params", "batch_stats") if col in shapes
+          for path, leaf in traverse_util.flatten_dict(shapes[col]).items()}
+
+
+def _head_size(sd: Mapping[str, np.ndarray], arch: str) -> int | None:
+  """The head size of the file: the reference tensor of the family's head bias, when present."""
+  spec = models.get_spec(arch)
+  key = spec.reference_key("params", ("fc", "bias"))
+  return int(np.shape(sd[key])[0]) if key in sd else None
+
+
+def from_torchvision(path_or_state_dict: str | os.PathLike | Mapping[str, Any], arch: str, *,
+                     num_classes: int | None = None, **options: Any) -> dict[str, Any]:
+  """Converts a PyTorch state dict of ``arch`` (torchvision/timm ResNets, the EfficientNet-Lite
+  reference) into ``{'params', 'batch_stats'}``.
+
+  ``num_classes`` defaults to the head found in the file (None when it has none); ``options`` are
+  the family's (ResNet: ``small_stem``, ...). Raises ``ConversionError`` listing every missing,
+  unexpected and mis-shaped key at once.
   """
   if isinstance(path_or_state_dict, (str, os.PathLike)):
     source = os.fspath(path_or_state_dict)
@@ -134,34 +108,26 @@ def from_torchvision(path_or_state_dict: str | os.PathLike | Mapping[str, Any], 
     source = "state dict"
     sd = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
           for k, v in path_or_state_dict.items()}
-  if num_classes is None and "fc.weight" in sd:
-    num_classes = int(sd["fc.weight"].shape[0])
-  model = models.create(arch, num_classes=num_classes, small_stem=small_stem)
-  size = 32 if small_stem else 64
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32)))
-  expected = {(col, *path): leaf.shape
-              for col in ("params", "batch_stats")
-              for path, leaf in traverse_util.flatten_dict(shapes[col]).items()}
-
-  got, unexpected, misshaped, seen = {}, [], [], set()
-  for key, value in sd.items():
-    mapped = _flax_path(key)
-    if mapped is None:
+  spec = models.get_spec(arch)
+  if num_classes is None:
+    num_classes = _head_size(sd, arch)
+  expected = _expected(arch, num_classes, options)
+  by_key = {spec.reference_key(col, tuple(path)): (col, *path) for col, *path in expected}
+  ignored = lambda k: any(k.endswith(s) for s in spec.reference_ignore)
+  got, misshaped = {}, []
+  unexpected = [k for k in sd if k not in by_key and not ignored(k)]
+  for key, full in by_key.items():
+    if key not in sd:
       continue
-    col, path = mapped
-    full = (col, *path)
-    if full not in expected:
-      unexpected.append(key)
-      continue
-    seen.add(full)
-    value = _to_flax(path[-1], np.asarray(value, np.float32))
+    value = _to_flax(np.asarray(sd[key], np.float32), expected[full])
     if value.shape != tuple(expected[full]):
       misshaped.append(f"{key}: file {tuple(value.shape)} vs {arch} {tuple(expected[full])}")
       continue
     got[full] = value
-  missing = ["/".join(k) for k in expected if k not in seen]
+  missing = ["/".join(full) for key, full in by_key.items() if key not in sd]
   if unexpected or misshaped or missing:
-    lines = [f"{source} does not fit {arch} (num_classes={num_classes}, small_stem={small_stem}):"]
+    opts = ", ".join(f"{k}={v}" for k, v in options.items())
+    lines = [f"{source} does not fit {arch} (num_classes={num_classes}{', ' + opts if opts else ''}):"]
     for title, items in (("mis-shaped", misshaped), ("unexpected", unexpected), ("missing", missing)):
       if items:
         shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
@@ -170,4 +136,21 @@ def from_torchvision(path_or_state_dict: str | os.PathLike | Mapping[str, Any], 
   out = {"params": {}, "batch_stats": {}}
   for (col, *path), value in got.items():
     out[col][tuple(path)] = value
-  return {col: traverse_util.unflatten_dict(tree) for col, tree in out.items()}
+  return {col: traverse_util.unflatten_dict(tree) for col, tree in out.items() if tree}
+
+
+def to_torchvision(variables: Mapping[str, Any], arch: str) -> dict[str, np.ndarray]:
+  """``{'params', 'batch_stats'}`` → the reference framework's state dict (numpy arrays), for a
+  strict ``load_state_dict``. BatchNorm ``num_batches_tracked`` counters are written as 0."""
+  spec = models.get_spec(arch)
+  out = {}
+  for col in ("params", "batch_stats"):
+    for path, value in traverse_util.flatten_dict(dict(variables.get(col, {}))).items():
+      key = spec.reference_key(col, tuple(path))
+      out[key] = np.ascontiguousarray(_to_reference(np.asarray(value, np.float32)))
+      if col == "batch_stats" and path[-1] == "mean":
+        out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
+  return out
+
+
+__all__ = ["ConversionError", "from_torchvision", "read_state_dict", "to_torchvision"]

@@ -35,6 +35,9 @@ def get_config() -> config_dict.ConfigDict:
   cfg.fewshot_seed = 0  # Seed of the per-class draw of `shots` examples.
   cfg.vtab1k = False  # Train on the first 800 examples of train_split ('train800').
   cfg.batch_size = 128  # GLOBAL train batch, split evenly over the processes.
+  # A train split smaller than one batch (1-shot x 10 classes, batch 32): False = an error naming
+  # the dataset; True = batches repeat examples, and the run logs it.
+  cfg.repeat_small = False
   cfg.eval_batch_size = 256  # GLOBAL eval batch; the last one is padded (see 'mask').
   cfg.shuffle_buffer = 10_000  # Examples; capped at the local split size.
   cfg.skip_corrupt = False  # Folders: leave out (and log) unreadable images; else raise.

@@ -1,57 +1,129 @@
-"""The ResNet family, built by name.
+"""Model families, built by name; every caller goes through here.
 
     from jtransfer import models
     model = models.create("resnet18", num_classes=10, small_stem=True)
     logits, features = model.apply(variables, images_nhwc, train=False)
+    model = models.from_config(config.model, num_classes=10)     # what the trainer does
+    models.get_spec("resnet50").stages                            # what freezing presets use
+    weights.save(variables, dir, metadata=models.meta(config.model, num_classes=10))  # model.json
+    model, meta = models.from_meta(dir)                           # rebuilds a saved model exactly
 
-``ARCHS`` lists every architecture; ``create`` is the one way to build one.
+``FAMILIES`` registers each family's ``ModelSpec`` (``models/spec.py``); ``ARCHS`` lists every
+architecture. To add a family: a file here with its module and ``SPEC``, one line in ``FAMILIES``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+from typing import Any, Mapping, Sequence
 
-import jax.numpy as jnp
+from jtransfer.models import resnet
+from jtransfer.models.layers import resolve_dtype
+from jtransfer.models.spec import ModelSpec
 
-from jtransfer.models.resnet import BasicBlock, BatchNormSpec, Bottleneck, ResNet
-
-# name -> (block, blocks per stage, groups, width_per_group): torchvision's table.
-ARCHS: dict[str, tuple[Any, tuple[int, ...], int, int]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
-    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
-    "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), 1, 128),
-    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
-    "resnext101_32x8d": (Bottleneck, (3, 4, 23, 3), 32, 8),
-    "resnext101_64x4d": (Bottleneck, (3, 4, 23, 3), 64, 4),
+FAMILIES: dict[str, ModelSpec] = {
+    resnet.SPEC.family: resnet.SPEC,
 }
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ARCHS: tuple[str, ...] = tuple(a for spec in FAMILIES.values() for a in spec.archs)
+
+# The JSON beside saved weights that says how to rebuild their model (arch, head, options, classes).
+MODEL_JSON = "model.json"
 
 
-def create(arch: str, *, num_classes: int | None = 1000, small_stem: bool = False,
-           dtype: Any = jnp.float32, frozen_bn: tuple[str, ...] = (), dropout_rate: float = 0.0,
-           zero_init_residual: bool = False, base_planes: int = 64,
-           domain_head: tuple[int, ...] = ()) -> ResNet:
-  """Builds ``arch`` (a key of ``ARCHS``) as a linen Module; see ``ResNet`` for the options.
+def get_spec(arch: str) -> ModelSpec:
+  """The spec of the family that builds ``arch``."""
+  for spec in FAMILIES.values():
+    if arch in spec.archs:
+      return spec
+  raise ValueError(f"Unknown arch {arch!r}; known: {', '.join(ARCHS)}")
 
-  ``dtype`` may be a jnp dtype or its name ("float32", "bfloat16").
+
+def create(arch: str, *, num_classes: int | None = 1000, dtype: Any = "float32",
+           frozen_bn: Sequence[str] = (), dropout_rate: float = 0.0,
+           bn_axis_name: str | None = None, **options: Any):
+  """Builds ``arch`` as a linen Module returning ``(logits, features)``.
+
+  Common options: ``num_classes`` (None: a feature extractor), ``dtype`` (a jnp dtype or
+  'float32'/'bfloat16'; params stay float32), ``frozen_bn`` (regexes of BatchNorms that use their
+  running statistics in training), ``dropout_rate`` (before the head), ``bn_axis_name`` (under
+  ``pmap``: BatchNorm statistics over this axis). ``options`` are the family's own (ResNet:
+  ``small_stem``, ``base_planes``, ``zero_init_residual``); an unknown one is an error.
   """
-  if arch not in ARCHS:
-    raise ValueError(f"Unknown arch {arch!r}; known: {', '.join(ARCHS)}")
-  if isinstance(dtype, str):
-    if dtype not in DTYPES:
-      raise ValueError(f"Unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-    dtype = DTYPES[dtype]
-  block, layers, groups, width = ARCHS[arch]
-  return ResNet(block=block, layers=layers, num_classes=num_classes, groups=groups,
-                width_per_group=width, small_stem=small_stem, dtype=dtype,
-                frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate,
-                zero_init_residual=zero_init_residual, base_planes=base_planes,
-                domain_head=tuple(domain_head))
+  return get_spec(arch).create(arch, num_classes=num_classes, dtype=dtype,
+                               frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate,
+                               bn_axis_name=bn_axis_name, options=options)
 
 
-__all__ = ["ARCHS", "BasicBlock", "BatchNormSpec", "Bottleneck", "ResNet", "create"]
+def family_options() -> dict[str, Any]:
+  """Every family's options with their defaults: the family fields of ``config.model``."""
+  return {k: v for spec in FAMILIES.values() for k, v in spec.options.items()}
+
+
+def options_of(model_cfg: Any) -> dict:
+  """The family options of ``config.model`` for its arch, defaults filled in.
+
+  A field that belongs to another family must keep its default: ``small_stem=True`` on an
+  EfficientNet is an error naming the key, not silently ignored.
+  """
+  spec = get_spec(model_cfg.arch)
+  out = {}
+  for other in FAMILIES.values():
+    for key, default in other.options.items():
+      if key not in model_cfg:
+        continue
+      if key in spec.options:
+        out[key] = model_cfg[key]
+      elif model_cfg[key] != default:
+        raise ValueError(f"model.{key}={model_cfg[key]!r} is a {other.family} option; "
+                         f"{model_cfg.arch} ({spec.family}) does not take it")
+  return spec.check_options(out, where="model")
+
+
+def from_config(model_cfg: Any, num_classes: int | None, *, frozen_bn: Sequence[str] = (),
+                bn_axis_name: str | None = None):
+  """The model of ``config.model`` with a ``num_classes`` head (None: no head)."""
+  return create(model_cfg.arch, num_classes=num_classes, dtype=model_cfg.dtype,
+                frozen_bn=frozen_bn, dropout_rate=model_cfg.dropout_rate,
+                bn_axis_name=bn_axis_name, **options_of(model_cfg))
+
+
+def meta(model_cfg: Any, *, num_classes: int | None, class_names: Sequence[str] = (),
+         **extra: Any) -> dict:
+  """What ``model.json`` records: everything needed to rebuild the module, and the classes."""
+  return {"arch": model_cfg.arch, "num_classes": None if num_classes is None else int(num_classes),
+          "options": options_of(model_cfg), "dtype": model_cfg.dtype,
+          "class_names": list(class_names), **extra}
+
+
+def write_meta(directory: str, meta_: Mapping[str, Any]) -> None:
+  """Writes ``model.json`` into ``directory`` (``weights.save`` calls it inside the new export dir
+  before the dir takes its place, so the file is never seen half-written)."""
+  with open(os.path.join(directory, MODEL_JSON), "w") as f:
+    json.dump(dict(meta_), f, indent=1)
+
+
+def read_meta(directory: str) -> dict | None:
+  """``model.json`` of ``directory``, or None when there is none."""
+  path = os.path.join(directory, MODEL_JSON)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    meta_ = json.load(f)
+  if "options" not in meta_:  # written before options were recorded: ResNet fields at top level
+    meta_["options"] = {k: meta_[k] for k in ("small_stem", "base_planes") if k in meta_}
+  return meta_
+
+
+def from_meta(meta_: Mapping[str, Any], *, dtype: Any = None, num_classes: Any = "meta",
+              **kwargs: Any):
+  """The module ``model.json`` describes (``num_classes='meta'``: its head; None: no head)."""
+  return create(meta_["arch"],
+                num_classes=meta_["num_classes"] if num_classes == "meta" else num_classes,
+                dtype=dtype or meta_.get("dtype", "float32"), **kwargs,
+                **dict(meta_.get("options", {})))
+
+
+__all__ = ["ARCHS", "FAMILIES", "MODEL_JSON", "ModelSpec", "create", "from_config", "from_meta",
+           "family_options", "get_spec", "meta", "options_of", "read_meta", "resolve_dtype", "write_meta"]

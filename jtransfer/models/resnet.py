@@ -13,7 +13,6 @@ Parameter paths mirror torchvision's state-dict keys: ``layer3/1/conv2/kernel`` 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Sequence
 
@@ -21,11 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtransfer.adapt.grl import DomainHead, gradient_reversal
+from jtransfer.models.layers import BatchNormSpec, resolve_dtype
+from jtransfer.models.spec import ModelSpec
 
 # torchvision's BatchNorm2d: momentum 0.1 (flax counts the other way: 0.9) and eps 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# torchvision's transforms.Normalize for its ImageNet weights (of x / 255).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Kaiming-normal (fan_out, relu) as torchvision initialises its convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -37,27 +40,13 @@ def _head_init(num_features: int):
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchNormSpec:
-  """How every BatchNorm of a ResNet is built: torchvision's constants, and which ones are frozen.
-
-  ``frozen`` holds regexes over the BatchNorm's '/'-joined module path (``layer2/0/bn1``): a frozen
-  BatchNorm normalises with its running statistics even in training, so its ``batch_stats`` stay
-  bitwise unchanged and its backward pass does not depend on batch statistics.
-  """
-  frozen: tuple[str, ...] = ()
-  dtype: Any = jnp.float32
-  zero_init_last: bool = False
-
-  def __call__(self, parent: nn.Module, name: str, x, train: bool, last: bool = False):
-    path = "/".join((*parent.scope.path, name))
-    frozen = any(re.search(p, path) for p in self.frozen)
-    zero = last and self.zero_init_last
-    return nn.BatchNorm(
-        use_running_average=not train or frozen, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-        dtype=self.dtype, param_dtype=jnp.float32,
-        scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
-        parent=parent, name=name)(x)
+def make_conv(dtype: Any) -> Any:
+  """The convolution every ResNet layer uses: bias-free, torchvision's init, float32 params."""
+  def conv(features, kernel, stride, pad, name, groups=1):
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=[(pad, pad), (pad, pad)],
+                   use_bias=False, feature_group_count=groups, kernel_init=conv_init, dtype=dtype,
+                   param_dtype=jnp.float32, name=name)
+  return conv
 
 
 class BasicBlock(nn.Module):
@@ -67,20 +56,17 @@ class BasicBlock(nn.Module):
   groups: int = 1
   base_width: int = 64
   norm: Any = None
-  dtype: Any = jnp.float32
+  conv: Any = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = lambda f, k, s, p, name: nn.Conv(
-        f, (k, k), (s, s), padding=[(p, p), (p, p)], use_bias=False, kernel_init=conv_init,
-        dtype=self.dtype, param_dtype=jnp.float32, name=name)
-    y = conv(self.planes, 3, self.stride, 1, "conv1")(x)
+    y = self.conv(self.planes, 3, self.stride, 1, "conv1")(x)
     y = nn.relu(self.norm(self, "bn1", y, train))
-    y = conv(self.planes, 3, 1, 1, "conv2")(y)
+    y = self.conv(self.planes, 3, 1, 1, "conv2")(y)
     y = self.norm(self, "bn2", y, train, last=True)
     if self.stride != 1 or x.shape[-1] != self.planes:
-      x = conv(self.planes, 1, self.stride, 0, "downsample_conv")(x)
+      x = self.conv(self.planes, 1, self.stride, 0, "downsample_conv")(x)
       x = self.norm(self, "downsample_bn", x, train)
     return nn.relu(x + y)
 
@@ -92,24 +78,21 @@ class Bottleneck(nn.Module):
   groups: int = 1
   base_width: int = 64
   norm: Any = None
-  dtype: Any = jnp.float32
+  conv: Any = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
     width = int(self.planes * (self.base_width / 64.0)) * self.groups
     out = self.planes * self.expansion
-    conv = lambda f, k, s, p, name, g=1: nn.Conv(
-        f, (k, k), (s, s), padding=[(p, p), (p, p)], use_bias=False, feature_group_count=g,
-        kernel_init=conv_init, dtype=self.dtype, param_dtype=jnp.float32, name=name)
-    y = conv(width, 1, 1, 0, "conv1")(x)
+    y = self.conv(width, 1, 1, 0, "conv1")(x)
     y = nn.relu(self.norm(self, "bn1", y, train))
-    y = conv(width, 3, self.stride, 1, "conv2", self.groups)(y)
+    y = self.conv(width, 3, self.stride, 1, "conv2", self.groups)(y)
     y = nn.relu(self.norm(self, "bn2", y, train))
-    y = conv(out, 1, 1, 0, "conv3")(y)
+    y = self.conv(out, 1, 1, 0, "conv3")(y)
     y = self.norm(self, "bn3", y, train, last=True)
     if self.stride != 1 or x.shape[-1] != out:
-      x = conv(out, 1, self.stride, 0, "downsample_conv")(x)
+      x = self.conv(out, 1, self.stride, 0, "downsample_conv")(x)
       x = self.norm(self, "downsample_bn", x, train)
     return nn.relu(x + y)
 
@@ -123,13 +106,13 @@ class Stage(nn.Module):
   groups: int
   base_width: int
   norm: Any
-  dtype: Any
+  conv: Any
 
   @nn.compact
   def __call__(self, x, train: bool):
     for i in range(self.num_blocks):
       x = self.block(self.planes, self.stride if i == 0 else 1, self.groups, self.base_width,
-                     self.norm, self.dtype, name=str(i))(x, train)
+                     self.norm, self.conv, name=str(i))(x, train)
     return x
 
 
@@ -147,12 +130,11 @@ class ResNet(nn.Module):
       BatchNorm uses running statistics even when ``train=True``, so its ``batch_stats`` never change.
     dropout_rate: dropout on ``pre_logits`` before the head (needs a "dropout" rng in training).
     zero_init_residual: torchvision's option: last BN of each block starts at zero scale.
-    domain_head: hidden widths of a domain classifier (DANN, Ganin & Lempitsky 2015) fed from
-      ``pre_logits`` through a gradient reversal layer of strength ``grl_lambda``; its output is
-      ``features["domain_logits"]`` ([N], source vs target). Empty (default): no domain head.
     base_planes: channels of the stem and the first stage (torchvision: 64; stages double it). A
       smaller value (e.g. 16) gives a narrow ResNet for CPU demos and distillation students; only
       64 matches torchvision's weights.
+    bn_axis_name: the mapped axis BatchNorm statistics are averaged over (``pmap``'s); None
+      under ``jit``, where every BatchNorm already sees the global batch.
   """
   block: Any
   layers: Sequence[int]
@@ -165,33 +147,28 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0
   zero_init_residual: bool = False
   base_planes: int = 64
-  domain_head: tuple[int, ...] = ()
+  bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False, grl_lambda=1.0):
-    norm = BatchNormSpec(tuple(self.frozen_bn), self.dtype, self.zero_init_residual)
+  def __call__(self, x, train: bool = False):
+    norm = BatchNormSpec(tuple(self.frozen_bn), self.dtype, self.zero_init_residual,
+                         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, axis_name=self.bn_axis_name)
+    conv = make_conv(self.dtype)
     features = {}
     x = x.astype(self.dtype)
     if self.small_stem:
-      x = nn.Conv(self.base_planes, (3, 3), (1, 1), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(x)
-      x = nn.relu(norm(self, "bn1", x, train))
+      x = nn.relu(norm(self, "bn1", conv(self.base_planes, 3, 1, 1, "conv1")(x), train))
     else:
-      x = nn.Conv(self.base_planes, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(x)
-      x = nn.relu(norm(self, "bn1", x, train))
+      x = nn.relu(norm(self, "bn1", conv(self.base_planes, 7, 2, 3, "conv1")(x), train))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
     features["stem"] = x
     stage_planes = [self.base_planes * 2**i for i in range(4)]
     for i, (n, planes) in enumerate(zip(self.layers, stage_planes)):
       x = Stage(self.block, planes, n, 1 if i == 0 else 2, self.groups, self.width_per_group,
-                norm, self.dtype, name=f"layer{i + 1}")(x, train)
+                norm, conv, name=f"layer{i + 1}")(x, train)
       features[f"layer{i + 1}"] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x
-    if self.domain_head:
-      reversed_ = gradient_reversal(x.astype(jnp.float32), grl_lambda)
-      features["domain_logits"] = DomainHead(tuple(self.domain_head), name="domain_head")(reversed_)
     if self.num_classes is None:
       return None, features
     if self.dropout_rate > 0:
@@ -200,3 +177,64 @@ class ResNet(nn.Module):
                       kernel_init=_head_init(x.shape[-1]), bias_init=_head_init(x.shape[-1]),
                       name="fc")(x)
     return logits.astype(jnp.float32), features
+
+
+# name -> (block, blocks per stage, groups, width_per_group): torchvision's table.
+ARCHS: dict[str, tuple[Any, tuple[int, ...], int, int]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
+    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
+    "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), 1, 128),
+    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
+    "resnext101_32x8d": (Bottleneck, (3, 4, 23, 3), 32, 8),
+    "resnext101_64x4d": (Bottleneck, (3, 4, 23, 3), 64, 4),
+}
+
+
+def build(arch: str, *, num_classes: int | None, dtype: Any, frozen_bn: tuple[str, ...],
+          dropout_rate: float, bn_axis_name: str | None, small_stem: bool, base_planes: int,
+          zero_init_residual: bool) -> ResNet:
+  block, layers, groups, width = ARCHS[arch]
+  return ResNet(block=block, layers=layers, num_classes=num_classes, groups=groups,
+                width_per_group=width, small_stem=small_stem, dtype=resolve_dtype(dtype),
+                frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate,
+                zero_init_residual=zero_init_residual, base_planes=base_planes,
+                bn_axis_name=bn_axis_name)
+
+
+# torchvision's BatchNorm tensor names for flax's (collection, leaf).
+_BN = {("params", "scale"): "weight", ("params", "bias"): "bias",
+       ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def torchvision_key(col: str, path: tuple[str, ...]) -> str:
+  """The torchvision state-dict key of a flax leaf: ``layer1/0/downsample_bn/mean`` (batch_stats)
+  is ``layer1.0.downsample.1.running_mean``; kernels are ``weight``."""
+  *mods, name = path
+  leaf = mods[-1]
+  if re.fullmatch(r"(downsample_)?bn\d*", leaf):
+    name = _BN[(col, name)]
+  elif name == "kernel":
+    name = "weight"
+  if leaf in ("downsample_conv", "downsample_bn"):
+    mods = [*mods[:-1], "downsample", "0" if leaf == "downsample_conv" else "1"]
+  return ".".join((*mods, name))
+
+
+SPEC = ModelSpec(
+    family="resnet",
+    archs=tuple(ARCHS),
+    build=build,
+    options={"small_stem": False, "base_planes": 64, "zero_init_residual": False},
+    # From the input up: the stem (conv1 + bn1), then torchvision's layer1 ... layer4.
+    stages=(r"^(conv1|bn1)/", r"^layer1/", r"^layer2/", r"^layer3/", r"^layer4/"),
+    head=r"^fc/",
+    normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    reference_key=torchvision_key,
+    sample_size=64,
+)
+
+__all__ = ["ARCHS", "BasicBlock", "Bottleneck", "ResNet", "SPEC", "build", "torchvision_key"]

@@ -13,20 +13,27 @@ Strategies (linear probe, last stages, full fine-tune, layer-wise decay, gradual
 L2-SP) are presets producing ``Phase`` lists of such rules: ``optim.phases(config)``.
 """
 
-from jtransfer.optim.config import (KERNELS_ONLY, RESNET_HEAD, RESNET_STAGES, get_config,
-                                    get_freezing_config)
-from jtransfer.optim.optimizers import (DECOUPLED_DECAY, OPTIMIZERS, build_optimizer,
-                                        init_opt_state)
-from jtransfer.optim.presets import PRESETS, Phase, phase_at, phases
+from jtransfer.optim.config import KERNELS_ONLY, get_config, get_freezing_config
+from jtransfer.optim.optimizers import DECOUPLED_DECAY, OPTIMIZERS, build_optimizer, init_opt_state
+from jtransfer.optim.presets import PRESETS, Phase, head_pattern, phase_at, phases, stages_and_head
 from jtransfer.optim.regularizers import l1_penalty, l2_penalty, l2sp_penalty
-from jtransfer.optim.rules import (BN_MODES, FROZEN, Rule, frozen_bn_patterns, label_params,
-                                   param_paths, parse_rules, path_str, trainable_mask)
+from jtransfer.optim.rules import (
+                                        BN_MODES,
+                                        FROZEN,
+                                        Rule,
+                                        frozen_bn_patterns,
+                                        label_params,
+                                        param_paths,
+                                        parse_rules,
+                                        path_str,
+                                        trainable_mask,
+)
 from jtransfer.optim.schedules import SCHEDULE_FIELDS, SCHEDULES, make_schedule
 
 __all__ = [
     "BN_MODES", "DECOUPLED_DECAY", "FROZEN", "KERNELS_ONLY", "OPTIMIZERS", "PRESETS", "Phase",
-    "RESNET_HEAD", "RESNET_STAGES", "Rule", "SCHEDULES", "SCHEDULE_FIELDS", "build_optimizer",
-    "frozen_bn_patterns", "get_config", "get_freezing_config", "init_opt_state", "l1_penalty",
+    "Rule", "SCHEDULES", "SCHEDULE_FIELDS", "build_optimizer",
+    "frozen_bn_patterns", "get_config", "get_freezing_config", "head_pattern", "init_opt_state", "l1_penalty",
     "l2_penalty", "l2sp_penalty", "label_params", "make_schedule", "param_paths", "parse_rules",
-    "path_str", "phase_at", "phases", "trainable_mask",
+    "path_str", "phase_at", "phases", "stages_and_head", "trainable_mask",
 ]

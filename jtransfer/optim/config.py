@@ -19,9 +19,6 @@ from ml_collections import config_dict
 # BatchNorm scales/biases and dense/conv biases are not decayed; conv and dense kernels are.
 KERNELS_ONLY = r"(^|/)kernel$"
 
-# The ResNet layout of jtransfer.models, from the input up; presets count stages from the head down.
-RESNET_STAGES = (r"^(conv1|bn1)/", r"^layer1/", r"^layer2/", r"^layer3/", r"^layer4/")
-RESNET_HEAD = r"^fc/"
 
 
 def get_config() -> config_dict.ConfigDict:
@@ -79,7 +76,7 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   ``strategy='l2sp'`` is a full fine-tune with the L2-SP penalty: ``alpha`` and ``beta_head`` go to
   the ``l2sp_*`` fields (set ``optim.weight_decay = 0``: L2-SP replaces it).
   """
-  from jtransfer.optim import presets  # Late: presets imports this module.
+  from jtransfer.optim import presets  # pylint: disable=g-import-not-at-top  (presets imports this module)
 
   c = config_dict.ConfigDict()
   l2sp = {}
@@ -100,10 +97,12 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   # strategy='custom': ordered (regex, rule) pairs; rule is 'frozen', an lr multiplier, or
   # dict(lr_mult=..., schedule=dict(<schedule fields of the optim config>)). First match wins.
   c.param_rules = [(".*", 1.0)]
-  # Regexes of the model's stages from the input up (presets unfreeze / decay from the last one).
-  c.stages = RESNET_STAGES
-  # Regex of the new head: trained by every preset, and penalised toward zero by L2-SP.
-  c.head = RESNET_HEAD
+  # Regexes of the model's stages from the input up (presets unfreeze / decay from the last one);
+  # None = the model family's (models.get_spec(config.model.arch).stages).
+  c.stages = config_dict.placeholder(tuple)
+  # Regex of the new head: trained by every preset, and penalised toward zero by L2-SP;
+  # None = the model family's.
+  c.head = config_dict.placeholder(str)
   # 'frozen': BatchNorms whose parameters are all frozen use (and keep) their running statistics;
   # 'adapt': every BatchNorm updates its statistics in training, even in a frozen backbone.
   c.bn_mode = "frozen"

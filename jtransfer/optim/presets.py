@@ -9,8 +9,8 @@ schedule_start=phase.schedule_start)``), carried optimizer state (``TrainState.n
 with ``bn_mode='frozen'``, a model re-created with the new ``frozen_bn_patterns``. Parameters carry
 over unchanged, so LP-FT's fine-tune starts from the probe's head.
 
-Stages are regexes from the input up (``RESNET_STAGES``: stem, layer1 ... layer4); presets count
-them from the head down.
+Stages are regexes from the input up (the model family's ``ModelSpec.stages``: for a ResNet the stem,
+layer1 ... layer4); presets count them from the head down.
 """
 
 from __future__ import annotations
@@ -106,18 +106,47 @@ PRESETS = {
 }
 
 
-def phases(config) -> list[Phase]:
+def stages_and_head(config, *, spec=None) -> tuple[tuple[str, ...], str]:
+  """``freezing.stages`` / ``freezing.head``, or where None, the model family's (``spec``, or the
+  spec of ``config.model.arch`` when ``config`` is the experiment config)."""
+  fz = config.freezing if "freezing" in config else config
+  if spec is None and "model" in config:
+    from jtransfer import models  # pylint: disable=g-import-not-at-top
+    spec = models.get_spec(config.model.arch)
+  stages = fz.stages if fz.stages is not None else getattr(spec, "stages", None)
+  head = fz.head if fz.head is not None else getattr(spec, "head", None)
+  if stages is None or head is None:
+    raise ValueError("freezing.stages / freezing.head are None (= the model's): pass the "
+                     "experiment config (with model.arch), a model spec, or set them")
+  return tuple(stages), head
+
+
+def head_pattern(config, *, spec=None) -> str:
+  """The regex of the model's classification head (``freezing.head`` or the family's)."""
+  return stages_and_head(config, spec=spec)[1]
+
+
+def phases(config, *, spec=None) -> list[Phase]:
   """The phases of an experiment config (reads ``config.freezing``, see ``get_freezing_config``).
 
-  ``config`` may also be the freezing config itself. ``strategy='custom'`` gives one phase with
-  ``param_rules``.
+  ``config`` may also be the freezing config itself, with ``spec`` (``models.get_spec(arch)``)
+  naming the stages. ``strategy='custom'`` gives one phase with ``param_rules``.
   """
   fz = config.freezing if "freezing" in config else config
   if fz.strategy == "custom":
     result = [Phase(0, tuple(tuple(r) for r in fz.param_rules))]
   elif fz.strategy in PRESETS:
     args = fz.strategy_args.to_dict() if hasattr(fz.strategy_args, "to_dict") else fz.strategy_args
-    result = PRESETS[fz.strategy](stages=tuple(fz.stages), head=fz.head, **dict(args))
+    from jtransfer.optim.config import preset_defaults  # pylint: disable=g-import-not-at-top
+    takes = preset_defaults(fz.strategy)
+    unknown = sorted(set(args) - set(takes))
+    if unknown:  # e.g. --config.freezing.strategy=lp_ft keeps the previous preset's arguments
+      raise ValueError(f"freezing.strategy_args has {unknown}, which {fz.strategy!r} does not take "
+                       f"(it takes {sorted(takes)}); set freezing.strategy_args to its arguments, "
+                       "or build the section with optim.get_freezing_config(strategy, ...)")
+    args = {**takes, **args}
+    stages, head = stages_and_head(config, spec=spec)
+    result = PRESETS[fz.strategy](stages=stages, head=head, **dict(args))
   else:
     raise ValueError(f"Unknown freezing strategy {fz.strategy!r}; known: custom, "
                      f"{', '.join(PRESETS)}")

@@ -1,6 +1,7 @@
 """Penalties added to the loss: L2-SP toward the pretrained weights, and plain L2 / L1.
 
-    loss = ce + optim.l2sp_penalty(params, pretrained_params, alpha=0.01, beta_head=0.01)
+    loss = ce + optim.l2sp_penalty(params, pretrained_params, alpha=0.01, beta_head=0.01,
+                                   head_pattern=r"^fc/")
 
 L2-SP (Li et al., 2018): ``alpha/2 · ||w − w⁰||²`` over the transferred parameters, and
 ``beta_head/2 · ||w_head||²`` over the new head, which has no pretrained value to return to.
@@ -13,7 +14,7 @@ import re
 import jax
 import jax.numpy as jnp
 
-from jtransfer.optim.config import KERNELS_ONLY, RESNET_HEAD
+from jtransfer.optim.config import KERNELS_ONLY
 from jtransfer.optim.rules import path_str
 
 
@@ -22,8 +23,10 @@ def _sq(x):
 
 
 def l2sp_penalty(params, anchor_params, *, alpha: float, beta_head: float,
-                 head_pattern: str = RESNET_HEAD) -> jax.Array:
+                 head_pattern: str) -> jax.Array:
   """L2-SP: non-head parameters toward ``anchor_params`` (same paths), head toward zero.
+
+  ``head_pattern``: the new head's regex (``optim.head_pattern(config)``: the model family's).
 
   Raises ValueError when a non-head parameter has no anchor of the same shape.
   """

@@ -103,15 +103,7 @@ def _freeze(v: Any) -> Any:
 
 def path_str(keypath) -> str:
   """'/'-joined names of a jax key path: ``layer1/0/conv1/kernel``."""
-  parts = []
-  for k in keypath:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(keypath, simple=True, separator="/")
 
 
 def param_paths(tree) -> list[str]:

@@ -79,6 +79,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
+  def delete_after(self, step: int) -> list[int]:
+    """Removes the checkpoints after ``step`` (to restart from it); returns their steps."""
+    if step not in self.manager.all_steps():
+      raise ValueError(f"train.resume_from_step={step}: no checkpoint of that step in "
+                       f"{self.directory}; kept: {sorted(self.manager.all_steps())}")
+    later = [s for s in self.manager.all_steps() if s > step]
+    for s in later:
+      self.manager.delete(s)
+    return later
+
   def reached_preemption(self, step: int) -> bool:
     """True when the cluster signalled preemption (needs jax.distributed); save and stop then."""
     return self.manager.reached_preemption(step)

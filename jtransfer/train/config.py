@@ -9,7 +9,7 @@
 Sections: ``model``, ``data`` (= ``data.get_config()``), ``optim`` (= ``optim.get_config()``),
 ``freezing`` (= ``optim.get_freezing_config()``: param rules, BatchNorm mode, L2-SP), ``loss``
 (incl. the L1/L2 penalties), ``adapt`` (domain adaptation: source-only, DANN) and ``train``.
-Experiment files in ``configs/`` start from this and change what they need.
+Experiment files in ``jtransfer/configs/`` start from this and change what they need.
 """
 
 from __future__ import annotations
@@ -21,24 +21,27 @@ from ml_collections import config_dict
 
 def get_model_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
-  # A name of jtransfer.models.ARCHS (resnet18 ... resnext101_64x4d).
+  # A name of jtransfer.models.ARCHS (resnet18 ... resnext101_64x4d, efficientnet_lite0 ...).
   c.arch = "resnet18"
   # Head size; None = the dataset's number of classes.
   c.num_classes = config_dict.placeholder(int)
-  # 3×3 stride-1 stem without max-pool, for small (≤ 64 px) images.
-  c.small_stem = False
   # Compute dtype, 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
   c.dtype = "float32"
-  # Channels of the stem and first stage (stages double it); 64 is torchvision's (and its weights');
-  # 16 gives a narrow ResNet for CPU runs and distillation students.
-  c.base_planes = 64
   # Dropout on pre_logits before the head.
   c.dropout_rate = 0.0
-  # Pretrained weights: a dir from `python -m jtransfer.convert` / a run's export, or a torchvision
-  # .pth/.safetensors file (read with `arch`). '' = random initialisation.
+  # Pretrained weights: a dir from `python -m jtransfer.convert` / a run's export, a PyTorch
+  # .pth/.safetensors state dict (read with `arch`), or pkg:NAME (weights shipped in an installed
+  # package, e.g. pkg:efficientnet_lite0). '' = random initialisation.
   c.init = ""
   # Regexes of parameter paths kept at their fresh initialisation instead of loaded (the new head).
   c.init_skip = (r"^fc/",)
+  # The model families' own options, with their defaults (each documented in its family's file,
+  # jtransfer/models/<family>.py). ResNet: small_stem (3×3 stride-1 stem without max-pool, for
+  # ≤ 64 px images), base_planes (64 = torchvision; 16 gives a narrow ResNet for CPU runs and
+  # distillation students), zero_init_residual. An option of another family must keep its default.
+  from jtransfer import models  # pylint: disable=g-import-not-at-top
+  for key, default in models.family_options().items():
+    c[key] = default
   return c
 
 
@@ -122,6 +125,12 @@ def get_train_config() -> config_dict.ConfigDict:
   c.best_mode = "max"
   # Stop after this many evaluations without a strict improvement of best_metric; 0 = never.
   c.patience = 0
+  # Restart from this kept checkpoint step instead of the latest (e.g. the last safe one before a
+  # non-finite loss); the checkpoints and metrics after it are removed. None = the latest.
+  c.resume_from_step = config_dict.placeholder(int)
+  # Resume with a larger num_steps on purpose (workdir.check_identity); the steps already done keep
+  # the schedule of the old num_steps. False: any result-changing config difference is an error.
+  c.allow_extend = False
   # Parameters exported at the end: 'best' (the best checkpoint by best_metric) or 'last'.
   c.export = "best"
   # With optim.ema_decay set: evaluate (and export) the EMA of the parameters instead of them.
@@ -161,6 +170,8 @@ def get_base_config() -> config_dict.ConfigDict:
 
 def validate(config: config_dict.ConfigDict) -> None:
   """Raises ValueError naming the first inconsistent training field (data has its own check)."""
+  from jtransfer import models  # pylint: disable=g-import-not-at-top
+  models.options_of(config.model)  # an unknown arch, or another family's option, is an error
   t = config.train
   if t.parallel not in ("jit", "pmap"):
     raise ValueError(f"train.parallel must be 'jit' or 'pmap', got {t.parallel!r}")

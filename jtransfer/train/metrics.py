@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-SCALARS = ("loss", "top1", "top5", "macro_precision", "macro_recall", "macro_f1", "auc_roc")
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
   z = logits - logits.max(axis=-1, keepdims=True)
@@ -95,4 +93,4 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, mask: np.ndar
   }
 
 
-__all__ = ["SCALARS", "binary_auc", "classification_metrics", "confusion_matrix", "softmax"]
+__all__ = ["binary_auc", "classification_metrics", "confusion_matrix", "softmax"]

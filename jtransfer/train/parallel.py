@@ -13,23 +13,22 @@ the global batch: the processes' shards laid end to end in process order.
   sharded on 'data', everything else replicated, so BatchNorm statistics and gradient means are
   over the global batch by construction (and FSDP is a change of ``state_sharding`` only).
 * ``PmapParallel``: the same step under ``jax.pmap(axis_name='batch')``; the step function averages
-  gradients with ``lax.pmean`` over ``axis_name`` and the model's BatchNorms are made
-  cross-replica with ``cross_replica_batchnorm``.
+  gradients with ``lax.pmean`` over ``axis_name``, and the model is built with
+  ``bn_axis_name=par.axis_name`` so its BatchNorms average statistics across replicas.
 
 ``initialize_distributed`` starts ``jax.distributed`` from the config or the environment.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
 
 AXIS = "data"         # mesh axis of the batch (jit)
 PMAP_AXIS = "batch"   # pmap axis name, also used for cross-replica BatchNorm
@@ -62,29 +61,6 @@ def initialize_distributed(cfg: Any) -> bool:
     jax.distributed.initialize()
     return True
   return False
-
-
-@contextlib.contextmanager
-def cross_replica_batchnorm(axis_name: str | None):
-  """Within this context every ``nn.BatchNorm`` without an ``axis_name`` averages over ``axis_name``.
-
-  The models build their BatchNorms without one (right for jit, where a BatchNorm sees the global
-  batch); under pmap each device sees only its slice, and this makes the statistics global again.
-  """
-  if axis_name is None:
-    yield
-    return
-
-  def interceptor(next_fun, args, kwargs, context):
-    module = context.module
-    if (isinstance(module, nn.BatchNorm) and context.method_name == "__call__"
-        and module.axis_name is None):
-      # Modules are rebuilt on every apply, so this touches only the instance being called now.
-      object.__setattr__(module, "axis_name", axis_name)
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(interceptor):
-    yield
 
 
 def _global_from_host(tree: Any, sharding: NamedSharding) -> Any:
@@ -176,10 +152,9 @@ class PmapParallel:
     return {k: split(v) for k, v in local_batch.items()}
 
   def compile(self, fn: Callable, *, donate: bool = True) -> Callable:
-    def wrapped(state, batch, extra):
-      with cross_replica_batchnorm(self.axis_name):
-        return fn(state, batch, extra)
-    return jax.pmap(wrapped, axis_name=self.axis_name, donate_argnums=(0,) if donate else ())
+    """``fn(state, batch, extra)`` under pmap; its model must be built with
+    ``bn_axis_name=self.axis_name`` for cross-replica BatchNorm."""
+    return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,) if donate else ())
 
   def compile_eval(self, fn: Callable) -> Callable:
     def gathered(variables, batch):
@@ -217,5 +192,4 @@ def sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["MeshParallel", "PmapParallel", "create", "cross_replica_batchnorm",
-           "initialize_distributed", "sync"]
+__all__ = ["MeshParallel", "PmapParallel", "create", "initialize_distributed", "sync"]

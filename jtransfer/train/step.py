@@ -13,6 +13,7 @@ very arrays that came in: bitwise unchanged whatever ``tx`` does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -45,6 +46,47 @@ def _sync_stats(old, new, axis_name):
   return jax.tree.map(sync, old, new)
 
 
+def _grads(loss_fn, mask_leaves, trainable, frozen, treedef, batch_stats, batch, rng):
+  """Gradient with respect to the trainable leaves only; frozen ones enter as constants."""
+  def f(t):
+    return loss_fn(_merge(t, frozen, mask_leaves, treedef), batch_stats, batch, rng)
+  (loss, (new_stats, metrics)), g = jax.value_and_grad(f, has_aux=True)(trainable)
+  return g, loss, new_stats, metrics
+
+
+def _accumulate(loss_fn, mask_leaves, accum_steps, trainable, frozen, treedef, batch_stats, batch,
+                rng):
+  """Mean gradient over ``accum_steps`` microbatches (``lax.scan``); statistics update per one."""
+  def micro(x):
+    if x.shape[0] % accum_steps:
+      raise ValueError(f"Batch of {x.shape[0]} does not split into {accum_steps} microbatches")
+    return x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
+
+  def body(carry, inputs):
+    g_sum, stats = carry
+    i, mb = inputs
+    g, loss, stats, metrics = _grads(loss_fn, mask_leaves, trainable, frozen, treedef, stats, mb,
+                                     jax.random.fold_in(rng, i))
+    return (jax.tree.map(jnp.add, g_sum, g), stats), (loss, metrics)
+
+  zeros = jax.tree.map(jnp.zeros_like, trainable)
+  (g_sum, stats), (losses, metrics) = jax.lax.scan(
+      body, (zeros, batch_stats), (jnp.arange(accum_steps), jax.tree.map(micro, batch)))
+  mean = lambda x: jnp.mean(x, axis=0)
+  return (jax.tree.map(lambda g: g / accum_steps, g_sum), mean(losses), stats,
+          jax.tree.map(mean, metrics))
+
+
+def _ema(ema, new_trainable, mask_leaves, treedef, decay):
+  """``ema ← decay · ema + (1 − decay) · params`` over the trainable leaves."""
+  if ema is None:
+    raise ValueError("ema_decay is set but state.ema_params is None: "
+                     "TrainState.create(..., ema=True)")
+  e_t, e_f, _ = _split(ema, mask_leaves, "ema_params")
+  e_t = [decay * e + (1.0 - decay) * p for e, p in zip(e_t, new_trainable)]
+  return _merge(e_t, e_f, mask_leaves, treedef)
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
                     axis_name: str | None = None, accum_steps: int = 1,
                     ema_decay: float | None = None):
@@ -71,39 +113,14 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
     raise ValueError(f"accum_steps must be an int >= 1, got {accum_steps!r}")
   if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-
-  def grads(trainable, frozen, treedef, batch_stats, batch, rng):
-    def f(t):
-      return loss_fn(_merge(t, frozen, mask_leaves, treedef), batch_stats, batch, rng)
-    (loss, (new_stats, metrics)), g = jax.value_and_grad(f, has_aux=True)(trainable)
-    return g, loss, new_stats, metrics
-
-  def accumulate(trainable, frozen, treedef, batch_stats, batch, rng):
-    def micro(x):
-      if x.shape[0] % accum_steps:
-        raise ValueError(f"Batch of {x.shape[0]} does not split into {accum_steps} microbatches")
-      return x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
-
-    def body(carry, inputs):
-      g_sum, stats = carry
-      i, mb = inputs
-      g, loss, stats, metrics = grads(trainable, frozen, treedef, stats, mb,
-                                      jax.random.fold_in(rng, i))
-      return (jax.tree.map(jnp.add, g_sum, g), stats), (loss, metrics)
-
-    zeros = jax.tree.map(jnp.zeros_like, trainable)
-    (g_sum, stats), (losses, metrics) = jax.lax.scan(
-        body, (zeros, batch_stats), (jnp.arange(accum_steps), jax.tree.map(micro, batch)))
-    mean = lambda x: jnp.mean(x, axis=0)
-    return (jax.tree.map(lambda g: g / accum_steps, g_sum), mean(losses), stats,
-            jax.tree.map(mean, metrics))
+  compute = (functools.partial(_grads, loss_fn, mask_leaves) if accum_steps == 1 else
+             functools.partial(_accumulate, loss_fn, mask_leaves, accum_steps))
 
   def step_fn(state: TrainState, batch, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     trainable, frozen, treedef = _split(state.params, mask_leaves, "params")
-    compute = grads if accum_steps == 1 else accumulate
     g, loss, stats, metrics = compute(trainable, frozen, treedef, state.batch_stats, batch, rng)
     if axis_name is not None:
       g, loss, metrics = jax.lax.pmean((g, loss, metrics), axis_name)
@@ -115,15 +132,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
     u, _, _ = _split(updates, mask_leaves, "updates")
     new_trainable = optax.apply_updates(trainable, u)
     params = _merge(new_trainable, frozen, mask_leaves, treedef)
-
     ema = state.ema_params
     if ema_decay is not None:
-      if ema is None:
-        raise ValueError("ema_decay is set but state.ema_params is None: "
-                         "TrainState.create(..., ema=True)")
-      e_t, e_f, _ = _split(ema, mask_leaves, "ema_params")
-      e_t = [ema_decay * e + (1.0 - ema_decay) * p for e, p in zip(e_t, new_trainable)]
-      ema = _merge(e_t, e_f, mask_leaves, treedef)
+      ema = _ema(ema, new_trainable, mask_leaves, treedef, ema_decay)
 
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(g),
                "param_norm": optax.tree.norm(new_trainable), "update_norm": optax.tree.norm(u)}

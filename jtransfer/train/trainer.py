@@ -9,78 +9,48 @@ A run writes into ``workdir``: ``config.json``, ``metrics.jsonl`` and ``tensorbo
 ``model.json``) and ``result.json`` (the exported step's eval metrics). Running the same command
 again resumes from the latest checkpoint; a finished run only re-exports.
 
-The pieces, each usable alone: ``build_model``, ``init_variables``, ``load_teacher``,
-``make_train_step`` (the per-phase step under jit or pmap), ``evaluate.evaluate`` and
-``checkpointing.Checkpointer``. The loop (``train_and_evaluate``) only strings them together.
-
-Domain adaptation (``config.adapt``, docs/adapt.md): 'source_only' trains on ``config.data`` and
-evaluates on the target; 'dann' adds a domain head behind a gradient reversal layer, fed with the
-target's unlabeled images (``adapt.dann``). The domain head is trained but never exported.
+What differs between supervised training, distillation and the adaptation methods is a ``Task``
+(``jtransfer.tasks``: streams, loss, extra modules, export filter); the model comes from its
+family's spec (``models.from_config``); the loop is a list of periodic actions (``train.loop``).
+The pieces, each usable alone: ``init_variables``, ``Phases`` (per-phase model, optimizer and
+compiled step), ``evaluate``, ``checkpointing.Checkpointer`` and ``loop``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import json
 import os
-import re
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from absl import logging
+from clu import periodic_actions
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jtransfer import models, optim, weights
-from jtransfer.adapt import dann
-from jtransfer.train import checkpointing
+from jtransfer import models, optim, tasks, weights
+from jtransfer import workdir as wd
+from jtransfer.train import checkpointing, loop, parallel, writers
 from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate as evaluate_lib
-from jtransfer.train import inputs
-from jtransfer.train import losses
-from jtransfer.train import parallel
-from jtransfer.train import writers
+from jtransfer.train.loop import NonFiniteLossError
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step as make_step_fn
 
-MODEL_JSON = weights.MODEL_JSON
-DOMAIN_HEAD = r"^domain_head/"  # DANN's domain classifier: trained, never loaded nor exported.
-
-
-class NonFiniteLossError(FloatingPointError):
-  """The loss (or gradient norm) became NaN or inf at ``step``; the message names it."""
-
-  def __init__(self, message: str, step: int):
-    super().__init__(message)
-    self.step = step
-
-
-# ---------------------------------------------------------------------------------------------
-# Model, weights, teacher.
-
 
 def build_model(model_cfg: Any, num_classes: int | None, *, frozen_bn: tuple[str, ...] = (),
-                domain_head: tuple[int, ...] = ()):
-  """``models.create`` from ``config.model`` (plus DANN's ``domain_head`` widths, when given)."""
-  return models.create(model_cfg.arch, num_classes=num_classes, small_stem=model_cfg.small_stem,
-                       dtype=model_cfg.dtype, frozen_bn=frozen_bn,
-                       dropout_rate=model_cfg.dropout_rate, base_planes=model_cfg.base_planes,
-                       domain_head=tuple(domain_head))
-
-
-def domain_head_of(config: Any) -> tuple[int, ...]:
-  """The domain head widths the model needs: ``adapt.domain_head`` with DANN, else none."""
-  return tuple(config.adapt.domain_head) if config.adapt.method == "dann" else ()
+                bn_axis_name: str | None = None):
+  """The model of ``config.model`` (``models.from_config``)."""
+  return models.from_config(model_cfg, num_classes, frozen_bn=frozen_bn, bn_axis_name=bn_axis_name)
 
 
 def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], seed: int, *,
-                   extra_skip: tuple[str, ...] = ()) -> tuple[dict, str]:
-  """Fresh variables (numpy), with ``model_cfg.init``'s weights merged in strictly when given.
-
-  ``extra_skip``: more regexes kept at their fresh init besides ``model_cfg.init_skip`` (the
-  trainer adds the domain head, which no pretrained weights have).
+                   task: Any = None) -> tuple[dict, str]:
+  """Fresh variables (numpy), ``model_cfg.init``'s weights merged in strictly, plus the task's
+  own fresh modules.
 
   The init key is an 'rbg' key: XLA compiles the init of a ResNet several times faster than with
   threefry, and the values are as deterministic in ``seed`` on a given backend.
@@ -89,144 +59,77 @@ def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], see
   variables = jax.jit(functools.partial(model.init, train=False))(
       rng, jnp.zeros((1, *image_shape), jnp.float32))
   variables = jax.tree.map(np.asarray, dict(variables))
-  if not model_cfg.init:
-    return variables, "random initialisation (model.init = '')"
-  pretrained = weights.load(model_cfg.init, arch=model_cfg.arch)
-  merged, report = weights.merge(variables, pretrained,
-                                 skip=tuple(model_cfg.init_skip) + tuple(extra_skip))
-  return merged, f"weights from {model_cfg.init}: {report}"
-
-
-def load_teacher(distill_cfg: Any, dtype: str) -> tuple[Any, dict]:
-  """The teacher ``(model, variables)`` of ``config.loss.distill`` (any arch).
-
-  The arch is ``distill.arch`` or, when empty, the ``model.json`` that every export writes; the
-  head size and stem come from the weights themselves.
-  """
-  path = distill_cfg.teacher
-  arch, small_stem, base_planes = distill_cfg.arch, None, None
-  meta_path = os.path.join(path, MODEL_JSON)
-  if os.path.isfile(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
-    arch = arch or meta["arch"]
-    small_stem, base_planes = meta.get("small_stem"), meta.get("base_planes")
-  if not arch:
-    raise ValueError(f"Teacher {path}: set loss.distill.arch (no {MODEL_JSON} beside the weights)")
-  variables = weights.load(path, arch=arch)
-  params = variables["params"]
-  if "fc" not in params:
-    raise ValueError(f"Teacher {path} has no classification head 'fc'")
-  stem = params["conv1"]["kernel"].shape  # (k, k, 3, base_planes)
-  if small_stem is None:
-    small_stem = stem[0] == 3
-  if base_planes is None:
-    base_planes = stem[-1]
-  model = models.create(arch, num_classes=int(params["fc"]["kernel"].shape[-1]),
-                        small_stem=bool(small_stem), dtype=dtype, base_planes=int(base_planes))
-  return model, variables
-
-
-def without_domain_head(variables: dict) -> dict:
-  """``variables`` minus DANN's training-only ``domain_head`` subtree (what is exported)."""
-  return {col: ({k: v for k, v in tree.items() if k != "domain_head"}
-                if isinstance(tree, Mapping) else tree)
-          for col, tree in variables.items()}
-
-
-def with_trained_domain_head(phases: list, params: Any, *, head: str = r"^fc/",
-                             strategy: str = "") -> list:
-  """DANN: each phase's rules, with ``(^domain_head/, 1.0)`` in front where they would leave any
-  domain head parameter frozen or unmatched (the classifier must learn for the reversal to mean
-  anything). Raises ValueError when no phase trains any backbone parameter: the reversed gradient
-  would then reach nothing, and DANN would be a source-only probe with extra work.
-  """
-  head_paths = [p for p in optim.param_paths(params) if re.search(DOMAIN_HEAD, p)]
-  out, backbone_trains = [], False
-  for phase in phases:
-    rules = optim.parse_rules(phase.param_rules)
-    first = [next((r for r in rules if re.search(r.pattern, p)), None) for p in head_paths]
-    if any(r is None or r.frozen for r in first):
-      phase = dataclasses.replace(phase, param_rules=((DOMAIN_HEAD, 1.0),) + tuple(rules))
-    out.append(phase)
-    labels = optim.label_params(params, phase.param_rules)
-    backbone_trains |= any(
-        label != optim.FROZEN and not re.search(DOMAIN_HEAD, path) and not re.search(head, path)
-        for path, label in zip(optim.param_paths(labels), jax.tree.leaves(labels)))
-  if not backbone_trains:
-    raise ValueError(
-        f"adapt.method='dann' with freezing.strategy={strategy!r}: no phase trains a backbone "
-        f"parameter (only {head} and {DOMAIN_HEAD}), so the reversed domain gradient would change "
-        "nothing. Use adapt.method='source_only' for a probe, or a strategy that trains the "
-        "backbone (full_ft, last_stages, layerwise_decay, ...).")
-  return out
-
-
-def export_variables(variables: dict, directory: str, model_meta: dict) -> None:
-  """Writes ``variables`` and ``model.json`` with ``weights.save`` (this process only), replacing an
-  older export atomically: the dir is either the old export or the new one, never a mix."""
-  weights.save(variables, directory, metadata=model_meta, overwrite=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# One phase: model, optimizer and compiled step.
-
-
-@dataclasses.dataclass
-class PhaseSetup:
-  index: int
-  phase: optim.Phase
-  model: Any
-  tx: Any
-  step: Callable  # compiled (state, global batch, extra) -> (state, metrics)
+  report = "random initialisation (model.init = '')"
+  if model_cfg.init:
+    pretrained = weights.load(model_cfg.init, arch=model_cfg.arch)
+    variables, merged = weights.merge(variables, pretrained, skip=tuple(model_cfg.init_skip))
+    report = f"weights from {model_cfg.init}: {merged}"
+  if task is not None:
+    extra = task.init_extra(rng, model, variables, image_shape)
+    variables["params"] = {**variables["params"], **extra}
+  return variables, report
 
 
 def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
-                    teacher_model: Any = None) -> Callable:
+                    task: Any = None) -> Callable:
   """The train step of one phase, compiled by ``par`` (jit over the mesh, or pmap).
 
-  ``extra`` (replicated, passed at every call rather than baked into the program) holds the
-  teacher's variables and the L2-SP anchor when those are used.
+  ``extra`` (replicated, passed at every call rather than baked into the program) holds the task's
+  inputs (a teacher's variables) and the L2-SP anchor when those are used. The task's loss is
+  built inside the step, so it can follow ``state.step`` (a schedule over training progress).
   """
+  task = task if task is not None else tasks.Task(config)
   fz = config.freezing
   use_l2sp = bool(fz.l2sp_alpha or fz.l2sp_beta_head)
-  use_dann = config.adapt.method == "dann"
+  head = optim.head_pattern(config) if use_l2sp else None
   seed = int(config.train.seed)
 
   def step(state, batch, extra):
     l2sp = None
     if use_l2sp:
       l2sp = functools.partial(optim.l2sp_penalty, anchor_params=extra["anchor"],
-                               alpha=fz.l2sp_alpha, beta_head=fz.l2sp_beta_head,
-                               head_pattern=fz.head)
-    if use_dann:
-      loss_fn = dann.make_loss_fn(model, config.loss, l2sp=l2sp, trainable=mask,
-                                  domain_weight=float(config.adapt.domain_weight))
-    else:
-      teacher = (teacher_model, extra["teacher"]) if teacher_model is not None else None
-      loss_fn = losses.make_loss_fn(model, config.loss, teacher=teacher, l2sp=l2sp, trainable=mask)
+                               alpha=fz.l2sp_alpha, beta_head=fz.l2sp_beta_head, head_pattern=head)
+    loss_fn = task.loss_fn(model, step=state.step, extra=extra, l2sp=l2sp, trainable=mask)
     step_fn = make_step_fn(loss_fn, tx, mask, axis_name=par.axis_name,
-                           accum_steps=config.optim.accum_steps,
-                           ema_decay=config.optim.ema_decay)
+                           accum_steps=config.optim.accum_steps, ema_decay=config.optim.ema_decay)
     return step_fn(state, batch, jax.random.key(seed))
 
   return par.compile(step)
 
 
-def setup_phase(config: Any, phases: list, index: int, params: Any, num_classes: int, par: Any,
-                *, teacher_model: Any = None) -> PhaseSetup:
-  """Labels, frozen BatchNorms, optimizer and compiled step of ``phases[index]``."""
-  phase = phases[index]
-  labels = optim.label_params(params, phase.param_rules)
-  frozen_bn = optim.frozen_bn_patterns(labels, config.freezing.bn_mode)
-  model = build_model(config.model, num_classes, frozen_bn=frozen_bn,
-                      domain_head=domain_head_of(config))
-  tx = optim.build_optimizer(config.optim, phase.param_rules, params,
-                             total_steps=config.train.num_steps,
-                             schedule_start=phase.schedule_start)
-  step = make_train_step(config, model, tx, optim.trainable_mask(labels), par,
-                         teacher_model=teacher_model)
-  return PhaseSetup(index, phase, model, tx, step)
+@dataclasses.dataclass
+class Phases:
+  """The freezing phases of a run, and for the phase in force: model, optimizer, compiled step."""
+  config: Any
+  task: Any
+  phases: list
+  params: Any
+  num_classes: int
+  par: Any
+  index: int = -1
+  model: Any = None
+  tx: Any = None
+  step: Callable | None = None
+
+  def at(self, index: int) -> "Phases":
+    """Switches to phase ``index`` (labels, frozen BatchNorms, optimizer, compiled step)."""
+    if index != self.index:
+      rules = self.phases[index].param_rules
+      labels = optim.label_params(self.params, rules)
+      frozen_bn = optim.frozen_bn_patterns(labels, self.config.freezing.bn_mode)
+      self.model = build_model(self.config.model, self.num_classes, frozen_bn=frozen_bn,
+                               bn_axis_name=self.par.axis_name)
+      self.tx = optim.build_optimizer(self.config.optim, rules, self.params,
+                                      total_steps=self.config.train.num_steps,
+                                      schedule_start=self.phases[index].schedule_start)
+      self.step = make_train_step(self.config, self.model, self.tx, optim.trainable_mask(labels),
+                                  self.par, task=self.task)
+      self.index = index
+    return self
+
+  def for_step(self, step: int) -> "Phases":
+    """The phase that makes update number ``step`` (1-based), i.e. in force at ``step - 1``."""
+    return self.at(optim.phase_at(self.phases, max(step - 1, 0)))
 
 
 def create_state(variables: dict, tx: Any, *, ema: bool, step: int = 0) -> TrainState:
@@ -240,47 +143,200 @@ def eval_variables(state: Any, *, use_ema: bool) -> dict:
   return {"params": params, "batch_stats": state.batch_stats}
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop.
-
-
 def _check_batches(source: Any, par: Any) -> None:
   for name, b in (("batch_size", source.batch_size), ("eval_batch_size", source.eval_batch_size)):
     if b % par.num_devices:
       raise ValueError(f"data.{name}={b} (global) must be divisible by the {par.num_devices} devices")
 
 
-def _summarize(pending: list[tuple[int, dict]]) -> dict:
-  """Means of the per-step train metrics; raises NonFiniteLossError at the first bad step."""
-  for step, m in pending:
-    for key in ("loss", "grad_norm"):
-      if key in m and not np.isfinite(m[key]):
-        raise NonFiniteLossError(
-            f"Non-finite {key} ({m[key]}) at step {step}: stopping. Checkpoints hold only steps "
-            "before it; lower the learning rate, or check the data, and resume.", step)
-  keys = pending[-1][1].keys()
-  return {f"train/{k}": float(np.mean([m[k] for _, m in pending])) for k in keys}
+def _check_size(config: Any, source: Any) -> None:
+  """A train split smaller than one batch is an error, or with ``data.repeat_small`` a logged
+  repeat (each batch then holds every example ~batch/n times)."""
+  n, b = source.info.num_train, source.batch_size
+  if n >= b:
+    return
+  where = f"{config.data.dataset}/{config.data.train_split}"
+  if not config.data.get("repeat_small", False):
+    raise ValueError(f"{where}: {n} train examples, fewer than one batch of {b}: set "
+                     "data.repeat_small=True to repeat examples within batches, or lower "
+                     "data.batch_size")
+  logging.warning("%s: %d train examples < batch %d: each batch repeats examples ~%.1f times",
+                  where, n, b, b / n)
 
 
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(writers.jsonable(obj), f, indent=1)
-  os.replace(tmp, path)
+@dataclasses.dataclass
+class Run:
+  """Everything a run holds between setup and export."""
+  config: Any
+  workdir: str
+  task: Any
+  source: Any
+  par: Any
+  phases: Phases
+  variables: dict
+  extra: dict
+  writer: Any
+  ckpt: Any
+  early: Any
+  num_classes: int
+  is_main: bool
+
+  @property
+  def use_ema(self) -> bool:
+    return self.config.optim.ema_decay is not None
+
+  @property
+  def eval_ema(self) -> bool:
+    return self.use_ema and self.config.train.eval_ema
+
+  def restore(self, step: int) -> tuple[Any, dict]:
+    """The checkpoint of ``step``, under the optimizer of the phase of its last update."""
+    tx = self.phases.for_step(step).tx
+    abstract = jax.eval_shape(lambda: create_state(self.variables, tx, ema=self.use_ema))
+    return self.ckpt.restore(step, abstract, self.par.state_sharding(abstract))
 
 
-def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | None = None,
-                       clock: Callable[[], float] = time.monotonic, stream=None) -> dict:
+def setup(config: Any, workdir: str, *, task: Any, source: Any, writer: Any, ckpt: Any) -> Run:
+  """Data, model variables, task inputs and phases of a run (deterministic in the config)."""
+  tc = config.train
+  source = source if source is not None else task.source()
+  if jax.process_index() == 0 and hasattr(source, "save_class_names"):
+    source.save_class_names(workdir)
+  num_classes = config.model.num_classes or source.info.num_classes
+  if num_classes < source.info.num_classes:
+    raise ValueError(f"model.num_classes={num_classes} is smaller than the "
+                     f"{source.info.num_classes} classes of the data ({config.data.dataset}): "
+                     f"labels up to {source.info.num_classes - 1} would fall outside the head")
+  _check_size(config, source)
+  par = parallel.create(tc.parallel)
+  _check_batches(source, par)
+  model = build_model(config.model, num_classes)
+  variables, report = init_variables(model, config.model, source.info.image_shape, tc.seed,
+                                     task=task)
+  logging.info("Model %s: %s", config.model.arch, report)
+  extra = task.extra_inputs()
+  if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
+    extra["anchor"] = variables["params"]
+  phase_list = task.phases(optim.phases(config), variables["params"])
+  phases = Phases(config, task, phase_list, variables["params"], num_classes, par)
+  early = checkpointing.EarlyStopping(tc.best_metric, mode=tc.best_mode, patience=tc.patience)
+  return Run(config, workdir, task, source, par, phases, variables, par.put_extra(extra), writer,
+             ckpt, early, num_classes, jax.process_index() == 0)
+
+
+def train(run: Run, *, clock: Callable[[], float]) -> dict:
+  """Resumes or starts, runs the loop; returns facts for ``result.json``."""
+  tc, par = run.config.train, run.par
+  latest = run.ckpt.latest_step()
+  start, meta = latest or 0, {}
+  if latest is None:
+    state = par.put_state(create_state(run.variables, run.phases.for_step(1).tx, ema=run.use_ema))
+  else:
+    restored, meta = run.restore(latest)
+    state = par.from_checkpoint(restored)
+    run.early.load_state(meta.get("early_stopping", {}))
+    logging.info("Resumed from %s at step %d", run.ckpt.directory, latest)
+  ls = loop.LoopState(state=state, last_step=start)
+  if start >= tc.num_steps or meta.get("stopped_early"):
+    return {"step": start, "stopped_early": bool(meta.get("stopped_early")), "img_per_s": None}
+  actions = _actions(run, ls)
+  pi, pc = jax.process_index(), jax.process_count()
+  batches = run.source.train_iterator(seed=tc.seed, start_step=start, process_index=pi,
+                                      process_count=pc)
+  ls = loop.run(ls, lambda s, b: run.phases.step(s, par.put_batch(b), run.extra), batches,
+                start=start, num_steps=tc.num_steps, actions=actions, clock=clock,
+                on_step=lambda step: _switch_phase(run, ls, step))
+  if ls.stop:
+    logging.info("Stopped at step %d: %s", ls.last_step, ls.stop)
+  return {"step": ls.last_step, "stopped_early": ls.stop not in ("", "preempted"),
+          "preempted": ls.stop == "preempted", "img_per_s": actions[0].img_per_s}
+
+
+def _switch_phase(run: Run, ls: loop.LoopState, step: int) -> None:
+  """At a phase boundary: new rules, model, optimizer and step; the optimizer state carried."""
+  index = run.phases.index
+  run.phases.for_step(step)
+  if run.phases.index != index:
+    host = jax.tree.map(np.asarray, run.par.checkpointable(ls.state))
+    ls.state = run.par.put_state(host.next_phase(run.phases.tx,
+                                                 restart=run.phases.phases[run.phases.index].restart))
+    logging.info("Step %d: phase %d, rules %s", step - 1, run.phases.index,
+                 run.phases.phases[run.phases.index].param_rules)
+
+
+def _actions(run: Run, ls: loop.LoopState) -> list:
+  """The loop's periodic actions, in the order they run after each step."""
+  tc, par = run.config.train, run.par
+  n = tc.num_steps
+  around = loop.steps_every(tc.eval_every, n) | loop.steps_every(tc.ckpt_every, n)
+
+  def save(step, state, eval_metrics, *, stopped):
+    meta = {"early_stopping": run.early.state(), "stopped_early": stopped,
+            "eval": writers.jsonable(eval_metrics)}
+    run.ckpt.save(step, par.checkpointable(state), meta=meta, metrics=eval_metrics)
+
+  actions = [
+      loop.LogTrain(ls, every_steps=tc.log_every, num_steps=n, on_steps=around, fetch=par.fetch,
+                    writer=run.writer, batch_size=run.source.batch_size),
+      loop.Evaluate(ls, every_steps=tc.eval_every, num_steps=n, evaluators=_evaluators(run),
+                    writer=run.writer, early_stopping=run.early),
+      loop.Checkpoint(ls, every_steps=tc.ckpt_every, num_steps=n, on_steps=around, save=save),
+      loop.Preemption(ls, reached=run.ckpt.reached_preemption, save=save),
+  ]
+  if tc.progress and run.is_main:
+    actions.append(periodic_actions.ReportProgress(num_train_steps=n, every_secs=30.0))
+  return actions
+
+
+def _evaluators(run: Run) -> dict:
+  """``{name: fn(state) -> metrics}``: the run's eval split (top-1 and the rest)."""
+  eval_step = evaluate_lib.make_eval_step(build_model(run.config.model, run.num_classes), run.par)
+  pi, pc = jax.process_index(), jax.process_count()
+
+  def classification(state):
+    return evaluate_lib.evaluate(eval_step, eval_variables(state, use_ema=run.eval_ema), run.source,
+                                 run.par, process_index=pi, process_count=pc)
+
+  return {"classification": classification}
+
+
+def export(run: Run, facts: dict, *, wall_s: float) -> dict:
+  """Writes ``export/`` (the best or last checkpoint's variables) and ``result.json``."""
+  tc = run.config.train
+  run.ckpt.wait()
+  export_step = run.ckpt.best_step() if tc.export == "best" else run.ckpt.latest_step()
+  export_step = export_step if export_step is not None else facts["step"]
+  restored, export_meta = run.restore(export_step)
+  exported = run.task.export(jax.tree.map(np.asarray, eval_variables(restored, use_ema=run.eval_ema)))
+  info = run.source.info
+  result = {
+      "step": int(facts["step"]), "export_step": int(export_step), "export": tc.export,
+      "exported_ema": bool(run.eval_ema), "stopped_early": bool(facts["stopped_early"]),
+      "best_metric": tc.best_metric, "best_value": run.early.best_value,
+      "best_step": run.early.best_step, "eval": export_meta.get("eval"),
+      "num_classes": int(run.num_classes), "class_names": list(info.class_names),
+      "train_img_per_s": facts["img_per_s"], "wall_s": wall_s,
+  }
+  if run.is_main:
+    meta = models.meta(run.config.model, num_classes=run.num_classes,
+                       class_names=info.class_names, step=int(export_step))
+    weights.save(exported, os.path.join(run.workdir, "export"), metadata=meta, overwrite=True)
+    wd.atomic_write_json(os.path.join(run.workdir, "result.json"), writers.jsonable(result))
+  parallel.sync("export")
+  return result
+
+
+def train_and_evaluate(config: Any, workdir: str, *, source: Any = None, task: Any = None,
+                       clock: Callable[[], float] = time.monotonic) -> dict:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the result.
 
   Args:
     config: the experiment config (``train.config.get_base_config()`` and its experiment file).
     workdir: where the run's record, checkpoints and export go.
-    source: the data; default ``inputs.from_config(config.data)``, or with ``config.adapt.method``
-      set, ``adapt.dann.source_from_config(config)``. Tests pass an ``ArraySource`` (or a
-      ``DomainAdaptationSource``).
-    clock: seconds, for img/s and ETA (tests pass a fake one).
-    stream: where the progress line goes (default stderr).
+    source: the data; default: the task's (``tasks.from_config(config).source()``). Tests pass
+      an ``inputs.ArraySource``.
+    task: default ``tasks.from_config(config)``.
+    clock: seconds, for img/s and progress (tests pass a fake one).
 
   Returns the content of ``result.json``: the exported step, its eval metrics, and run facts (or,
   when the cluster signals preemption, ``{'step', 'preempted': True}`` after a checkpoint).
@@ -288,35 +344,53 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
   """
   parallel.initialize_distributed(config.train.distributed)
   config_lib.validate(config)
-  tc = config.train
-  pi, pc = jax.process_index(), jax.process_count()
-  is_main = pi == 0
+  is_main = jax.process_index() == 0
   workdir = os.path.abspath(workdir)
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+  start_time = clock()
+  with contextlib.ExitStack() as stack:
+    if is_main:
+      os.makedirs(workdir, exist_ok=True)
+      stack.enter_context(wd.WorkdirLock(workdir))  # a second run on this workdir stops here
+    wd.check_identity(workdir, config)  # nothing in the workdir changes before this passes
+    parallel.sync("workdir")
+    task = task if task is not None else tasks.from_config(config)
+    return _train_in(config, workdir, task=task, source=source, clock=clock,
+                     start_time=start_time)
 
-  if source is None:
-    source = (dann.source_from_config(config) if config.adapt.method
-              else inputs.from_config(config.data))
-  info = source.info
-  if is_main and hasattr(source, "save_class_names"):
-    source.save_class_names(workdir)
-  num_classes = config.model.num_classes or info.num_classes
-  par = parallel.create(tc.parallel)
-  _check_batches(source, par)
-  use_ema = config.optim.ema_decay is not None
-  eval_ema = use_ema and tc.eval_ema
 
-  writer = writers.MetricWriter(workdir, enabled=is_main, tensorboard=tc.tensorboard)
+def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Callable[[], float],
+              start_time: float) -> dict:
+  """``train_and_evaluate`` once the workdir is locked and its identity checked."""
+  tc = config.train
+  is_main = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep,
                                     best_metric=tc.best_metric, best_mode=tc.best_mode)
-  early = checkpointing.EarlyStopping(tc.best_metric, mode=tc.best_mode, patience=tc.patience)
+  if tc.resume_from_step is not None:
+    logging.warning("Restarting from step %d: removed checkpoints %s", tc.resume_from_step,
+                    ckpt.delete_after(tc.resume_from_step))
+  if is_main:
+    wd.write_identity(workdir, config)
+    wd.cleanup_leftovers(workdir)
+    # The lines after the restored step were written by a killed run and are about to be again.
+    wd.truncate_metrics(os.path.join(workdir, "metrics.jsonl"), ckpt.latest_step() or 0)
+    wd.atomic_write_text(os.path.join(workdir, "config.json"),
+                         config.to_json_best_effort(indent=1, sort_keys=True))
+  writer = writers.MetricWriter(workdir, enabled=is_main, tensorboard=tc.tensorboard)
   try:
-    return _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, clock,
-                stream, use_ema=use_ema, eval_ema=eval_ema, pi=pi, pc=pc)
+    run = setup(config, workdir, task=task, source=source, writer=writer, ckpt=ckpt)
+    facts = train(run, clock=clock)
+    if facts.get("preempted"):
+      ckpt.wait()
+      logging.warning("Preempted at step %d: checkpoint saved; run the same command to resume.",
+                      facts["step"])
+      return {"step": int(facts["step"]), "preempted": True}
+    writer.flush()
+    return export(run, facts, wall_s=clock() - start_time)
   except NonFiniteLossError as e:
+    safe = [s for s in ckpt.all_steps() if s < e.step]
+    e.args = (f"{e} Kept checkpoints before it: {safe}; restart from one with "
+              "--config.train.resume_from_step=S, or retry with other settings (a lower "
+              "learning rate) in a new --workdir: this one's config is fixed (identity.json).",)
     writer.write(e.step, {"error": str(e)})
     raise
   finally:
@@ -324,131 +398,5 @@ def train_and_evaluate(config: Any, workdir: str, *, source: inputs.Source | Non
     writer.close()
 
 
-def _run(config, workdir, source, info, num_classes, par, writer, ckpt, early, clock, stream, *,
-         use_ema, eval_ema, pi, pc) -> dict:
-  tc = config.train
-  is_main = pi == 0
-  start_time = clock()
-
-  # Variables, teacher, L2-SP anchor (deterministic in the config: recomputed on resume).
-  domain_head = domain_head_of(config)
-  base_model = build_model(config.model, num_classes, domain_head=domain_head)
-  variables, report = init_variables(base_model, config.model, info.image_shape, tc.seed,
-                                     extra_skip=(DOMAIN_HEAD,) if domain_head else ())
-  logging.info("Model %s: %s", config.model.arch, report)
-  teacher_model, extra = None, {}
-  if config.loss.distill.teacher:
-    teacher_model, extra["teacher"] = load_teacher(config.loss.distill, config.model.dtype)
-  if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
-    extra["anchor"] = variables["params"]
-  extra = par.put_extra(extra)
-
-  phases = optim.phases(config)
-  if domain_head:
-    phases = with_trained_domain_head(phases, variables["params"], head=config.freezing.head,
-                                      strategy=config.freezing.strategy)
-  setup_for = lambda i: setup_phase(config, phases, i, variables["params"], num_classes, par,
-                                    teacher_model=teacher_model)
-  eval_step = evaluate_lib.make_eval_step(base_model, par)
-
-  def restore(step):
-    """The checkpoint of ``step``, whose optimizer state is that of the phase of its last update."""
-    tx = setup_for(optim.phase_at(phases, max(step - 1, 0))).tx
-    abstract = jax.eval_shape(lambda: create_state(variables, tx, ema=use_ema))
-    return ckpt.restore(step, abstract, par.state_sharding(abstract))
-
-  latest = ckpt.latest_step()
-  start = latest or 0
-  setup = setup_for(optim.phase_at(phases, max(start - 1, 0)))
-  meta: dict = {}
-  if latest is None:
-    state = par.put_state(create_state(variables, setup.tx, ema=use_ema))
-  else:
-    restored, meta = restore(latest)
-    state = par.from_checkpoint(restored)
-    early.load_state(meta.get("early_stopping", {}))
-    logging.info("Resumed from %s at step %d", ckpt.directory, latest)
-
-  progress = writers.Progress(tc.num_steps, source.batch_size, stream=stream,
-                              enabled=is_main and tc.progress)
-  stopped = bool(meta.get("stopped_early"))
-  step = start
-  if step < tc.num_steps and not stopped:
-    it = source.train_iterator(seed=tc.seed, start_step=start, process_index=pi, process_count=pc)
-    progress.start(start, clock())
-    pending: list[tuple[int, Any]] = []
-    for step in range(start + 1, tc.num_steps + 1):
-      index = optim.phase_at(phases, step - 1)
-      if index != setup.index:  # A phase boundary: new rules, model, optimizer, step.
-        setup = setup_for(index)
-        host = jax.tree.map(np.asarray, par.checkpointable(state))
-        state = par.put_state(host.next_phase(setup.tx, restart=setup.phase.restart))
-        logging.info("Step %d: phase %d, rules %s", step - 1, index, setup.phase.param_rules)
-      state, m = setup.step(state, par.put_batch(next(it)), extra)
-      pending.append((step, m))
-
-      last = step == tc.num_steps
-      preempted = ckpt.reached_preemption(step)
-      is_eval = last or (tc.eval_every and step % tc.eval_every == 0)
-      is_ckpt = is_eval or preempted or (tc.ckpt_every and step % tc.ckpt_every == 0)
-      if is_ckpt or last or step % max(tc.log_every, 1) == 0:
-        train = _summarize([(s, par.fetch(x)) for s, x in pending])  # raises on NaN / inf
-        pending = []
-        progress.update(step, clock())
-        train["train/img_per_s"] = progress.img_per_s
-        writer.write(step, train)
-      eval_metrics = None
-      if is_eval:
-        eval_metrics = evaluate_lib.evaluate(eval_step, eval_variables(state, use_ema=eval_ema),
-                                             source, par, process_index=pi, process_count=pc)
-        early.update(step, eval_metrics)
-        stopped = early.should_stop
-        writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        logging.info("Step %d eval: %s", step,
-                     {k: round(v, 4) for k, v in eval_metrics.items() if k != "confusion_matrix"})
-      if is_ckpt:
-        meta = {"early_stopping": early.state(), "stopped_early": stopped,
-                "eval": writers.jsonable(eval_metrics)}
-        ckpt.save(step, par.checkpointable(state), meta=meta, metrics=eval_metrics)
-      if preempted:
-        ckpt.wait()
-        logging.warning("Preempted at step %d: checkpoint saved; run the same command to resume.",
-                        step)
-        return {"step": int(step), "preempted": True}
-      if stopped:
-        logging.info("Early stopping at step %d: no %s improvement in %d evaluations (best %s at "
-                     "step %s)", step, tc.best_metric, tc.patience, early.best_value,
-                     early.best_step)
-        break
-  writer.flush()
-  ckpt.wait()
-
-  # Export: the best checkpoint (by best_metric) or the last one.
-  export_step = ckpt.best_step() if tc.export == "best" else ckpt.latest_step()
-  export_step = export_step if export_step is not None else step
-  restored, export_meta = restore(export_step)
-  exported = jax.tree.map(np.asarray, eval_variables(restored, use_ema=eval_ema))
-  exported = without_domain_head(exported)  # training-only; the export is a plain classifier
-  result = {
-      "step": int(step), "export_step": int(export_step), "export": tc.export,
-      "exported_ema": bool(eval_ema), "stopped_early": bool(stopped),
-      "best_metric": tc.best_metric, "best_value": early.best_value, "best_step": early.best_step,
-      "eval": export_meta.get("eval"), "num_classes": int(num_classes),
-      "class_names": list(info.class_names), "train_img_per_s": progress.img_per_s,
-      "wall_s": clock() - start_time,
-  }
-  if is_main:
-    model_meta = {"arch": config.model.arch, "num_classes": int(num_classes),
-                  "small_stem": bool(config.model.small_stem),
-                  "base_planes": int(config.model.base_planes),
-                  "class_names": list(info.class_names), "step": int(export_step)}
-    export_variables(exported, os.path.join(workdir, "export"), model_meta)
-    _write_json(os.path.join(workdir, "result.json"), result)
-  parallel.sync("export")
-  return result
-
-
-__all__ = ["NonFiniteLossError", "PhaseSetup", "build_model", "create_state", "domain_head_of",
-           "eval_variables", "export_variables", "init_variables", "load_teacher",
-           "make_train_step", "setup_phase", "train_and_evaluate", "with_trained_domain_head",
-           "without_domain_head"]
+__all__ = ["NonFiniteLossError", "Phases", "Run", "build_model", "create_state", "eval_variables",
+           "export", "init_variables", "make_train_step", "setup", "train", "train_and_evaluate"]

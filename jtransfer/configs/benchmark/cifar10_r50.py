@@ -1,13 +1,13 @@
 """CIFAR-10 from a converted torchvision ResNet-50: five transfer variants × 1–all shots × 3 seeds.
 
-    # Weights and data as in configs/cifar10_r50.py (convert once, `tfds build cifar10` once), then:
-    python -m jtransfer.benchmark --config=configs/benchmark/cifar10_r50.py --workdir=workdirs/bench_c10_r50 \
+    # Weights and data as in jtransfer/configs/cifar10_r50.py (convert once, `tfds build cifar10` once), then:
+    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/cifar10_r50.py --workdir=workdirs/bench_c10_r50 \
         --config.base.data.data_dir=$HOME/tfds --config.base.model.init=weights/resnet50
-    python -m jtransfer.benchmark --config=configs/benchmark/cifar10_r50.py:quick --workdir=/tmp/bq \
+    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/cifar10_r50.py:quick --workdir=/tmp/bq \
         --config.base.data.data_dir=$HOME/tfds       # 1 seed, 5 shots and all: a first look
 
 No pretraining step: every pretrained cell starts from ``base.model.init`` (the converted
-weights). Each cell is configs/cifar10_r50.py's full-data experiment (BiT-HyperRule: 160 → 128 px,
+weights). Each cell is jtransfer/configs/cifar10_r50.py's full-data experiment (BiT-HyperRule: 160 → 128 px,
 SGD momentum, lr 0.003, 10,000 steps with mixup 0.1 for all 50,000 images) with, for 1/5/10/25
 examples per class, BiT's small-data schedule (500 steps, warmup 100, decays at 200/300/400, no
 mixup), taken from that file's ``Nshot`` config. The seed picks the few-shot examples, the new
@@ -35,24 +35,15 @@ lower, most of all at 1–25 shots. The known shape of the result (Kornblith et 
 flip) at few shots, and LP-FT is at least as good as fine-tuning.
 """
 
-import importlib.util
-import os
-
 from ml_collections import config_dict
 
 from jtransfer import optim
+from jtransfer.benchmark.harness import variant as _variant
+from jtransfer.configs import cifar10_r50
 
-# What BiT-HyperRule changes for fewer than 20,000 examples, read from configs/cifar10_r50.py.
+# What BiT-HyperRule changes for fewer than 20,000 examples, read from jtransfer/configs/cifar10_r50.py.
 FEWSHOT_KEYS = ("train.num_steps", "optim.warmup_steps", "optim.decay_boundaries",
                 "data.mixup_alpha")
-
-
-def _experiment_module():
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cifar10_r50.py")
-  spec = importlib.util.spec_from_file_location("cifar10_r50", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _get(cfg, dotted):
@@ -61,28 +52,18 @@ def _get(cfg, dotted):
   return cfg
 
 
-def _variant(kind, *, pretrained=True, freezing=None, overrides=(), teacher="", args=None):
-  v = config_dict.ConfigDict()
-  v.kind = kind              # 'train' (the trainer) or a feature evaluator: ridge | linear_probe_cached
-  v.pretrained = pretrained  # start from base.model.init (else random init)
-  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
-  v.overrides = tuple(overrides)  # (dotted key, value) pairs applied to the base experiment
-  v.teacher = teacher        # distillation only (unused here)
-  v.args = args or {}        # feature evaluators' keyword arguments
-  return v
-
-
 def get_config(arg=None):
   """``arg``: '' (the grid) or 'quick' (seed 0, 5 shots and all)."""
   if arg not in (None, "", "quick"):
     raise ValueError(f"Unknown config arg {arg!r}; known: quick")
-  experiment = _experiment_module()
+  experiment = cifar10_r50
   config = config_dict.ConfigDict()
 
   config.pretrain = config_dict.ConfigDict()
   config.pretrain.enabled = False  # the converted weights are the pretrained model
 
   base = experiment.get_config()  # full data: 10,000 steps, mixup 0.1
+  base.data.repeat_small = True  # 1-25 shots x 10 classes < batch 512: repeat, logged
   base.train.eval_every = 0       # evaluate once, at the end: the test split is not for selection
   base.train.tensorboard = False
   base.train.progress = False

@@ -1,10 +1,10 @@
 """The embedded demo (`make demo`): MNIST-5k → UCI digits, every transfer variant, 3 seeds.
 
-    python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
-    python -m jtransfer.benchmark --config=configs/benchmark/demo.py:quick --workdir=/tmp/q   # 1 seed, 2 shots
+    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
+    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py:quick --workdir=/tmp/q   # 1 seed, 2 shots
 
 1. Pretrains a narrow small-stem ResNet-18 (base_planes=16, 16×16 RGB) on MNIST-5k
-   (configs/pretrain_mnist5k.py) and keeps its export under WORKDIR/pretrain (reused when present).
+   (jtransfer/configs/pretrain_mnist5k.py) and keeps its export under WORKDIR/pretrain (reused when present).
 2. Transfers it to UCI digits (1,797 8×8 digits, upsampled to 16×16) at 1, 5, 10 and all training
    examples per class, for every variant below, with 3 seeds (the seed picks the few-shot examples,
    the init of new layers and the data order).
@@ -15,31 +15,11 @@ numbers that came out. The known finding to compare against (Yosinski et al. 201
 2019): pretrained variants beat from-scratch by a wide margin at low shots; the gap narrows with data.
 """
 
-import importlib.util
-import os
-
 from ml_collections import config_dict
 
 from jtransfer import optim
-
-
-def _pretrain_config():
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrain_mnist5k.py")
-  spec = importlib.util.spec_from_file_location("pretrain_mnist5k", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def _variant(kind, *, pretrained=True, freezing=None, overrides=(), teacher="", args=None):
-  v = config_dict.ConfigDict()
-  v.kind = kind              # 'train' (the trainer) or a feature evaluator: ridge | knn | linear_probe_cached
-  v.pretrained = pretrained  # start from the pretrained export (else random init)
-  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
-  v.overrides = tuple(overrides)  # (dotted key, value) pairs applied to the base experiment
-  v.teacher = teacher        # distillation: the variant (same cell) whose export is the teacher
-  v.args = args or {}        # feature evaluators' keyword arguments
-  return v
+from jtransfer.benchmark.harness import variant as _variant
+from jtransfer.configs import pretrain_mnist5k
 
 
 def get_config(arg=None):
@@ -48,13 +28,14 @@ def get_config(arg=None):
 
   config.pretrain = config_dict.ConfigDict()
   config.pretrain.enabled = True
-  config.pretrain.config = _pretrain_config()
+  config.pretrain.config = pretrain_mnist5k.get_config()
 
   # The base experiment every cell starts from: same model as the pretraining, new 10-way head.
-  base = _pretrain_config()
+  base = pretrain_mnist5k.get_config()
   base.data.dataset = "uci_digits"
   base.data.batch_size = 32
   base.data.eval_batch_size = 450
+  base.data.repeat_small = True  # 1 shot x 10 classes < batch 32: repeat, logged
   base.optim.name = "adamw"
   base.optim.lr = 1e-3
   base.optim.weight_decay = 1e-4

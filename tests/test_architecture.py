@@ -1,0 +1,82 @@
+"""The seams of docs/architecture.md hold: who imports whom, no task in the trainer, short functions."""
+
+import ast
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, "jtransfer")
+
+
+def _sources(folder):
+  for dirpath, _, names in os.walk(os.path.join(PKG, folder)):
+    for name in names:
+      if name.endswith(".py"):
+        path = os.path.join(dirpath, name)
+        with open(path) as f:
+          yield path, f.read()
+
+
+def _imports(text):
+  out = set()
+  for node in ast.walk(ast.parse(text)):
+    if isinstance(node, ast.Import):
+      out |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      out.add(node.module)
+      out |= {f"{node.module}.{a.name}" for a in node.names}
+  return out
+
+
+def test_models_import_no_task_trainer_or_optimizer():
+  for path, text in _sources("models"):
+    bad = {m for m in _imports(text)
+           if re.match(r"jtransfer\.(tasks|train|optim|adapt|benchmark)\b", m)}
+    assert not bad, f"{path} imports {sorted(bad)}"
+
+
+def test_trainer_names_no_task():
+  with open(os.path.join(PKG, "train", "trainer.py")) as f:
+    text = f.read()
+  assert not re.search(r"dann|domain", text, re.IGNORECASE)
+
+
+def _code_strings(text):
+  """String constants of a module that are not docstrings (examples in prose are fine)."""
+  tree = ast.parse(text)
+  docs = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+      body = node.body
+      if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        docs.add(id(body[0].value))
+  return [n.value for n in ast.walk(tree)
+          if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_optim_holds_no_layer_names():
+  for path, text in _sources("optim"):
+    names = [s for s in _code_strings(text) if re.search(r"layer[1-4]|conv1|bn1|\^fc/", s)]
+    assert not names, f"{path}: {names}"
+
+
+@pytest.mark.parametrize("folder", ["train"])
+def test_no_long_functions(folder):
+  for path, text in _sources(folder):
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        length = node.end_lineno - node.lineno + 1
+        assert length <= 60, f"{path}:{node.lineno} {node.name} has {length} lines"
+
+
+def test_architecture_doc_paths_exist():
+  with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+    text = f.read()
+  paths = set(re.findall(r"`((?:jtransfer|tests|scripts|docs)/[\w/.]+?)`", text))
+  assert paths, "no paths found"
+  for p in paths:
+    if "<" in p:
+      continue
+    assert os.path.exists(os.path.join(ROOT, p.rstrip("/"))), p
