@@ -2,6 +2,7 @@
 
     python -m jtransfer.predict --workdir=workdirs/run --images=photos/ [--top_k=5] [--out=preds.csv]
     python -m jtransfer.predict --workdir=workdirs/run --images=a.png,b.jpg --checkpoint=latest
+    python -m jtransfer.predict --workdir=weights/efficientnet_lite0 --images=photos/   # ImageNet names
 
 Loads the run's config (``config.json``), class names and weights — ``export`` (the params the run
 exported: its best checkpoint by default) or ``latest`` (the newest checkpoint under
@@ -16,6 +17,7 @@ stderr and in the CSV's ``error`` column; the others are still predicted.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from jtransfer import data, models, weights
+from jtransfer import workdir as wd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
@@ -58,45 +61,68 @@ def _latest_checkpoint_variables(workdir: str) -> dict:
   return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
-def load_run(workdir: str, checkpoint: str = "export"):
-  """(model, variables, class_names, eval preprocessing) of a training run's workdir.
+def _data_config(run_data: dict | None, arch: str, image_size: int):
+  """The eval data config of a run (its ``config.json`` data section), or for a bare weights dir
+  the default ImageNet-style pipeline at ``image_size``; normalisation: the run's, else the model
+  family's."""
+  data_cfg = data.get_config()
+  with data_cfg.unlocked():
+    if run_data is None:
+      data_cfg.dataset, data_cfg.image_size = "imagenet2012", image_size
+    for key, value in (run_data or {}).items():
+      if key in data_cfg:
+        data_cfg[key] = value
+    if data_cfg.get("normalize") is None:
+      data_cfg.normalize = dict(models.get_spec(arch).normalize)
+  return data_cfg
 
-  The model is rebuilt from the run's ``config.json`` (``checkpoint='latest'`` works before any
-  export exists) or, for ``export``, from the export's ``model.json``.
+
+def load_run(workdir: str, checkpoint: str = "export", *, image_size: int = 224):
+  """(model, variables, class_names, eval preprocessing) of a training run's workdir, or of a
+  weights dir (``python -m jtransfer.convert``'s output: ``model.json`` + variables).
+
+  A run's model is rebuilt from its ``config.json`` (``checkpoint='latest'`` works before any
+  export exists) or, for ``export``, from the export's ``model.json``. A weights dir is
+  preprocessed as ImageNet eval images at ``image_size`` with the family's normalisation; a
+  1000-class head without names gets ImageNet's (``models.pretrained.imagenet_class_names``).
   """
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  if checkpoint == "export":
-    export = os.path.join(workdir, "export")
+  config = None
+  if os.path.isfile(os.path.join(workdir, "config.json")):
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
+  if checkpoint == "latest":
+    if config is None:
+      raise FileNotFoundError(f"--checkpoint=latest needs a run's workdir; {workdir} has no config.json")
+    variables = _latest_checkpoint_variables(workdir)
+    head = variables["params"]["fc"]["bias"].shape[-1]
+    names_file = os.path.join(workdir, data.info.CLASS_NAMES_FILE)
+    names = data.load_class_names(workdir) if os.path.isfile(names_file) else []
+    meta = models.meta(ml_collections.ConfigDict(config["model"]), num_classes=head,
+                       class_names=names)
+  elif checkpoint == "export":
+    export = os.path.join(workdir, "export") if config is not None else workdir
     meta = models.read_meta(export)
     if meta is None:
       raise FileNotFoundError(f"No exported model at {export} (is the run finished? "
                               "--checkpoint=latest predicts with its newest checkpoint)")
     variables = weights.load(export)
-  elif checkpoint == "latest":
-    variables = _latest_checkpoint_variables(workdir)
-    head = variables["params"]["fc"]["bias"].shape[-1]
-    model_cfg = ml_collections.ConfigDict(config["model"])
-    names = data.load_class_names(workdir) if os.path.isfile(
-        os.path.join(workdir, data.info.CLASS_NAMES_FILE)) else [str(i) for i in range(head)]
-    meta = models.meta(model_cfg, num_classes=head, class_names=names)
   else:
     raise ValueError(f"checkpoint must be 'export' or 'latest', got {checkpoint!r}")
-  model = models.from_meta(meta, dtype=config["model"]["dtype"])
-  names = list(meta["class_names"]) or [str(i) for i in range(meta["num_classes"])]
-  data_cfg = data.get_config()
-  with data_cfg.unlocked():
-    for key, value in config["data"].items():
-      if key in data_cfg:
-        data_cfg[key] = value
+  model = models.from_meta(meta, dtype=config["model"]["dtype"] if config else None)
+  names = list(meta["class_names"])
+  if not names and meta["num_classes"] == 1000:
+    from jtransfer.models import pretrained  # pylint: disable=g-import-not-at-top
+    names = pretrained.imagenet_class_names()
+  names = names or [str(i) for i in range(meta["num_classes"])]
+  data_cfg = _data_config(config["data"] if config else None, meta["arch"], image_size)
   pp = data.build_pp(data.resolve_pp(data_cfg, train=False), name="data.pp_eval")
   return model, variables, names, pp
 
 
 def predict_files(workdir: str, files: Sequence[str], *, top_k: int = 5, checkpoint: str = "export",
-                  batch_size: int = 64) -> list[dict]:
+                  batch_size: int = 64, image_size: int = 224) -> list[dict]:
   """One dict per file: ``file``, ``top`` [(class name, probability)] or ``error``."""
-  model, variables, names, pp = load_run(workdir, checkpoint)
+  model, variables, names, pp = load_run(workdir, checkpoint, image_size=image_size)
   top_k = min(top_k, len(names))
   apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x)[0]))
   rows, images, ok = [], [], []
@@ -122,34 +148,38 @@ def predict_files(workdir: str, files: Sequence[str], *, top_k: int = 5, checkpo
 
 
 def write_csv(rows: list[dict], path: str, top_k: int) -> None:
-  header = ["file"] + [f"{k}{i + 1}" for i in range(top_k) for k in ("class", "prob")] + ["error"]
-  tmp = path + ".tmp"
-  with open(tmp, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    for r in rows:
-      top = r.get("top", [])
-      cells = [x for name, p in top for x in (name, f"{p:.6f}")]
-      cells += [""] * (2 * top_k - len(cells))
-      w.writerow([r["file"], *cells, r.get("error", "")])
-  os.replace(tmp, path)
+  """One row per image: file, (class, prob) × top_k, error; written atomically."""
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(["file"] + [f"{k}{i + 1}" for i in range(top_k) for k in ("class", "prob")] + ["error"])
+  for r in rows:
+    cells = [x for name, p in r.get("top", []) for x in (name, f"{p:.6f}")]
+    cells += [""] * (2 * top_k - len(cells))
+    w.writerow([r["file"], *cells, r.get("error", "")])
+  wd.atomic_write_text(path, buf.getvalue())
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
   files = list_images(FLAGS.images)
-  rows = predict_files(FLAGS.workdir, files, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint)
+  rows = predict_files(FLAGS.workdir, files, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint,
+                       image_size=FLAGS.image_size)
   out = FLAGS.out or os.path.join(FLAGS.workdir, "predictions.csv")
   top_k = min(FLAGS.top_k, max((len(r.get("top", [])) for r in rows), default=0)) or FLAGS.top_k
   write_csv(rows, out, top_k)
   bad = sum("error" in r for r in rows)
+  for r in rows:
+    if "top" in r:
+      print(f"{r['file']}: " + ", ".join(f"{name} ({p:.3f})" for name, p in r["top"]))
   print(f"wrote {out}: {len(rows) - bad} predicted, {bad} unreadable")
 
 
 def cli():
   """The command line; flags are defined here, not at import, so importing this module is free."""
-  flags.DEFINE_string("workdir", None, "The training run's workdir.")
+  flags.DEFINE_string("workdir", None, "A training run's workdir, or a weights dir written by "
+                      "jtransfer-convert (model.json + variables).")
+  flags.DEFINE_integer("image_size", 224, "A weights dir's input side (a run uses its own config).")
   flags.DEFINE_string("images", None, "Comma-separated image files and/or folders.")
   flags.DEFINE_integer("top_k", 5, "Classes per image.")
   flags.DEFINE_string("out", None, "CSV to write; default WORKDIR/predictions.csv.")

@@ -11,9 +11,7 @@ changing `dataset` alone gives a sensible pipeline.
 """
 from ml_collections import config_dict
 
-from jtransfer.data import fewshot
-from jtransfer.data import folder
-from jtransfer.data import preprocess
+from jtransfer.data import fewshot, folder, preprocess
 
 
 def get_config() -> config_dict.ConfigDict:
@@ -31,6 +29,10 @@ def get_config() -> config_dict.ConfigDict:
   # None = default_pp(dataset, image_size).
   cfg.pp_train = config_dict.placeholder(list)
   cfg.pp_eval = config_dict.placeholder(list)
+  # The default pipelines' final normalize op: {'mean': ..., 'std': ...} of x / 255 (per channel or
+  # one number). None = ImageNet's mean/std; the trainer fills in the model family's (its
+  # pretrained weights' own: models.get_spec(arch).normalize) when left None.
+  cfg.normalize = config_dict.placeholder(dict)
   cfg.shots = config_dict.placeholder(int)  # Examples per class for training; None = all.
   cfg.fewshot_seed = 0  # Seed of the per-class draw of `shots` examples.
   cfg.vtab1k = False  # Train on the first 800 examples of train_split ('train800').
@@ -53,8 +55,9 @@ def _value_range_for(dataset):
   return 16.0 if dataset == 'uci_digits' else 255.0
 
 
-def default_pp(dataset: str, image_size: int, *, train: bool) -> list:
-  """The default op specs: torchvision-style, ending in ImageNet mean/std normalization.
+def default_pp(dataset: str, image_size: int, *, train: bool, normalize=None) -> list:
+  """The default op specs: torchvision-style, ending in a normalization (``normalize``: the
+  ``mean``/``std`` of x / 255 the model expects; None = ImageNet's).
 
   uci_digits / mnist5k (gray digits): decode, resize to image_size, 3 channels,
   (train: a random shift of up to image_size // 8 pixels; no flips for digits).
@@ -62,7 +65,7 @@ def default_pp(dataset: str, image_size: int, *, train: bool) -> list:
   image_size / 0.875, center crop.
   """
   in_max = _value_range_for(dataset)
-  norm = {'op': 'normalize', 'in_max': in_max}
+  norm = {'op': 'normalize', 'in_max': in_max, **dict(normalize or {})}
   if dataset in ('uci_digits', 'mnist5k'):
     ops = ['decode', {'op': 'resize', 'size': image_size}, 'grayscale_to_rgb']
     if train:
@@ -80,7 +83,7 @@ def resolve_pp(cfg, *, train: bool) -> list:
   """cfg.pp_train / cfg.pp_eval, or the dataset's default when None."""
   spec = cfg.pp_train if train else cfg.pp_eval
   if spec is None:
-    spec = default_pp(cfg.dataset, cfg.image_size, train=train)
+    spec = default_pp(cfg.dataset, cfg.image_size, train=train, normalize=cfg.get('normalize'))
   return list(spec)
 
 

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,4 +62,21 @@ class BatchNormSpec:
         parent=parent, name=name)(x)
 
 
-__all__ = ["BatchNormSpec", "DTYPES", "resolve_dtype"]
+def linear_init(num_features: int):
+  """torch.nn.Linear's default init, for weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / float(num_features) ** 0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def classifier_head(x, *, num_classes: int, dropout_rate: float, dtype: Any, train: bool):
+  """``pre_logits`` → dropout (when > 0) → the Dense head ``fc`` (torch.nn.Linear's init),
+  float32 logits. Call it inside a compact ``__call__``: ``fc`` belongs to that module."""
+  if dropout_rate > 0:
+    x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+  init = linear_init(x.shape[-1])
+  logits = nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+                    bias_init=init, name="fc")(x)
+  return logits.astype(jnp.float32)
+
+
+__all__ = ["BatchNormSpec", "DTYPES", "classifier_head", "linear_init", "resolve_dtype"]

@@ -17,10 +17,9 @@ import re
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from jtransfer.models.layers import BatchNormSpec, resolve_dtype
+from jtransfer.models.layers import BatchNormSpec, classifier_head, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
 # torchvision's BatchNorm2d: momentum 0.1 (flax counts the other way: 0.9) and eps 1e-5.
@@ -32,12 +31,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Kaiming-normal (fan_out, relu) as torchvision initialises its convolutions.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def _head_init(num_features: int):
-  # torchvision's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
-  bound = 1.0 / float(num_features) ** 0.5
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def make_conv(dtype: Any) -> Any:
@@ -171,12 +164,8 @@ class ResNet(nn.Module):
     features["pre_logits"] = x
     if self.num_classes is None:
       return None, features
-    if self.dropout_rate > 0:
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=_head_init(x.shape[-1]), bias_init=_head_init(x.shape[-1]),
-                      name="fc")(x)
-    return logits.astype(jnp.float32), features
+    return classifier_head(x, num_classes=self.num_classes, dropout_rate=self.dropout_rate,
+                           dtype=self.dtype, train=train), features
 
 
 # name -> (block, blocks per stage, groups, width_per_group): torchvision's table.

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 
+from jtransfer.train import config as train_config
 from jtransfer.train import inputs, losses
 
 
@@ -35,7 +36,7 @@ class Task:
 
   def source(self) -> inputs.Source:
     """The trainer's input streams (train batches, eval batches, the dataset's info)."""
-    return inputs.from_config(self.config.data)
+    return inputs.from_config(train_config.data_config(self.config))
 
   def init_extra(self, rng: jax.Array, model: Any, variables: Mapping[str, Any],
                  image_shape: tuple[int, ...]) -> dict:

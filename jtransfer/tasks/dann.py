@@ -27,6 +27,7 @@ import optax
 
 from jtransfer import optim
 from jtransfer.tasks.base import Task
+from jtransfer.train import config as train_config
 from jtransfer.train import inputs, losses
 
 DOMAIN_HEAD = "domain_head"
@@ -136,7 +137,7 @@ def target_data_config(config: Any) -> Any:
   Training reads its ``adapt.target_split`` (all of it: no few-shot selection, VTAB-1k part or
   mixup, which would need or mix labels); evaluation its ``data.eval_split``.
   """
-  cfg = config.data.copy_and_resolve_references()
+  cfg = train_config.data_config(config)
   cfg.dataset = config.adapt.target_dataset
   cfg.train_split = config.adapt.target_split
   cfg.shots = None
@@ -156,7 +157,7 @@ def images_only(source: Any) -> Callable[..., Iterator[dict]]:
 
 def source_from_config(config: Any) -> DomainAdaptationSource:
   """The source of ``config.adapt.method`` in ('source_only', 'dann') from ``jtransfer.data``."""
-  labeled = inputs.from_config(config.data)
+  labeled = inputs.from_config(train_config.data_config(config))
   target = inputs.from_config(target_data_config(config))
   if labeled.info.image_shape != target.info.image_shape:
     raise ValueError(f"adapt.target_dataset={config.adapt.target_dataset!r}: its images are "

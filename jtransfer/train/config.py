@@ -168,6 +168,17 @@ def get_base_config() -> config_dict.ConfigDict:
   return c
 
 
+def data_config(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+  """``config.data`` with ``normalize`` resolved: when None, the model family's (what its
+  pretrained weights expect), so a model's default pipeline needs no per-model pp lists."""
+  from jtransfer import models  # pylint: disable=g-import-not-at-top
+  cfg = config.data.copy_and_resolve_references()
+  if cfg.get("normalize") is None:
+    with cfg.unlocked():
+      cfg.normalize = dict(models.get_spec(config.model.arch).normalize)
+  return cfg
+
+
 def validate(config: config_dict.ConfigDict) -> None:
   """Raises ValueError naming the first inconsistent training field (data has its own check)."""
   from jtransfer import models  # pylint: disable=g-import-not-at-top
@@ -235,5 +246,6 @@ def validate_adapt(config: config_dict.ConfigDict) -> None:
                      "supported in the DANN loss; use one or the other")
 
 
-__all__ = ["ADAPT_METHODS", "LAMBDA_SCHEDULES", "get_adapt_config", "get_base_config",
-           "get_loss_config", "get_model_config", "get_train_config", "validate", "validate_adapt"]
+__all__ = ["ADAPT_METHODS", "LAMBDA_SCHEDULES", "data_config", "get_adapt_config", "get_base_config",
+           "get_loss_config", "get_model_config", "get_train_config", "validate",
+           "validate_adapt"]
