@@ -93,10 +93,11 @@ def variant(kind: str, *, pretrained: bool = True, freezing=None, overrides=(), 
 
 
 def _apply(cfg, overrides, where: str) -> None:
-  try:
-    cfg.update_from_flattened_dict(dict(overrides))
-  except (KeyError, AttributeError) as e:
-    raise KeyError(f"{where}: unknown config key in {[k for k, _ in overrides]}: {e}") from e
+  for key, value in overrides:
+    try:
+      cfg.update_from_flattened_dict({key: value})
+    except (KeyError, AttributeError) as e:
+      raise KeyError(f"{where}: unknown config key {key!r}") from e
 
 
 def cell_config(config, cell: Cell, *, pretrained: str, teacher: str = ""):

@@ -1,4 +1,4 @@
-"""Model families, built by name; every caller goes through here.
+"""Model families (ResNet, EfficientNet-Lite), built by name; every caller goes through here.
 
     from jtransfer import models
     model = models.create("resnet18", num_classes=10, small_stem=True)
@@ -18,12 +18,13 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from jtransfer.models import resnet
+from jtransfer.models import efficientnet_lite, resnet
 from jtransfer.models.layers import resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
 FAMILIES: dict[str, ModelSpec] = {
     resnet.SPEC.family: resnet.SPEC,
+    efficientnet_lite.SPEC.family: efficientnet_lite.SPEC,
 }
 
 ARCHS: tuple[str, ...] = tuple(a for spec in FAMILIES.values() for a in spec.archs)
