@@ -37,8 +37,8 @@ def measure(cfg, *, steps, warmup, seed=0):
 def measure_step(image_size, batch_size, *, steps=30, base_planes=16):
   """-> img/s of the jitted full fine-tune step of the demo model (warm-up excluded)."""
   import jax
-  import numpy as np
   from ml_collections import config_dict
+  import numpy as np
 
   from jtransfer import models, optim
   from jtransfer.train import losses

@@ -3,8 +3,8 @@
 import json
 import os
 
-import pytest
 from ml_collections import config_dict
+import pytest
 
 from jtransfer import optim
 from jtransfer.benchmark import harness

@@ -13,12 +13,12 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 import pytest
+import support as testing
 import tensorflow_datasets as tfds
 
 from jtransfer import data, models, weights
 from jtransfer.benchmark import harness
 from jtransfer.train import trainer
-import support as testing
 
 TINY_PLANES, TINY_IMAGE = 8, 16
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,9 +2,9 @@
 
 import jax
 import jax.numpy as jnp
+from ml_collections import config_dict
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from jtransfer import models
 from jtransfer.tasks import dann

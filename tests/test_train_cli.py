@@ -6,7 +6,6 @@ import os
 import subprocess
 
 import pytest
-
 import support as testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

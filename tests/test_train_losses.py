@@ -2,11 +2,11 @@
 
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
+from ml_collections import config_dict
 import numpy as np
 import pytest
-from jax.extend import core as jax_core
-from ml_collections import config_dict
 
 from jtransfer import models
 from jtransfer.train import config as config_lib

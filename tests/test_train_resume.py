@@ -7,7 +7,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import support as testing
 
 SCRIPT = r"""

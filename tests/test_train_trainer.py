@@ -7,10 +7,10 @@ import os
 import jax
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer import optim, weights
 from jtransfer.train import checkpointing, evaluate, parallel, trainer, writers
-import support as testing
 
 
 @pytest.fixture(scope="module", autouse=True)

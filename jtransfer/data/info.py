@@ -9,8 +9,7 @@ import os
 from typing import NamedTuple, Optional, Tuple
 
 from jtransfer.data import config as config_lib
-from jtransfer.data import pipeline
-from jtransfer.data import sources
+from jtransfer.data import pipeline, sources
 
 CLASS_NAMES_FILE = 'class_names.json'
 

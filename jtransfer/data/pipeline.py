@@ -26,8 +26,7 @@ import tensorflow as tf
 
 from jtransfer.data import config as config_lib
 from jtransfer.data import mixup as mixup_lib
-from jtransfer.data import preprocess
-from jtransfer.data import sources
+from jtransfer.data import preprocess, sources
 
 _LABEL_ERROR = 'jtransfer-label-out-of-range'
 _SEED_MODULUS = 2**31 - 1

@@ -17,9 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jtransfer.data import datasets
-from jtransfer.data import fewshot
-from jtransfer.data import folder
+from jtransfer.data import datasets, fewshot, folder
 
 
 def even_bounds(n: int, process_count: int, process_index: int) -> Tuple[int, int]:
