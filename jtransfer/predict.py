@@ -16,6 +16,14 @@ stderr and in the CSV's ``error`` column; the others are still predicted.
 
 from __future__ import annotations
 
+# torch and torchvision (ImageNet class names of a 1000-class head) crash when imported after
+# TensorFlow in one process; importing them first, as tests/conftest.py does, avoids it.
+try:
+  import torch  # noqa: F401, I001
+  import torchvision  # noqa: F401
+except ImportError:  # without them only a 1000-class head's ImageNet names are missing
+  pass
+
 import csv
 import io
 import json
