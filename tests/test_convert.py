@@ -98,7 +98,7 @@ def test_files_convert_to_golden_logits(r18, fname):
 
 def test_wrong_arch_is_named(r18):
   _, d = r18
-  with pytest.raises(convert.ConversionError, match=r"(?s)does not fit resnet34.*missing.*layer1/2/conv1/kernel"):
+  with pytest.raises(convert.ConversionError, match=r"(?s)does not fit resnet34.*missing.*layer1\.2\.conv1\.weight"):
     convert.from_torchvision(d / "r18.safetensors", "resnet34")
   with pytest.raises(convert.ConversionError, match=r"mis-shaped.*layer1\.0\.conv1\.weight"):
     convert.from_torchvision(d / "r18.safetensors", "resnet50")

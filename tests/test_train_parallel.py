@@ -12,7 +12,7 @@ SCRIPT = r"""
 import json
 import jax
 import numpy as np
-from jtransfer import optim
+from jtransfer import optim, tasks
 from jtransfer.train import parallel, trainer
 import support as testing
 
@@ -22,6 +22,7 @@ source = testing.tiny_source(batch_size=16)
 model = trainer.build_model(config.model, 4)
 variables, _ = trainer.init_variables(model, config.model, source.info.image_shape, 0)
 phases = optim.phases(config)
+extra = trainer.extra_inputs(config, tasks.Task(config), variables)
 out = {}
 for name, par in (("single", parallel.create("jit", jax.devices()[:1])),
                   ("jit", parallel.create("jit")), ("pmap", parallel.create("pmap"))):
@@ -31,7 +32,7 @@ for name, par in (("single", parallel.create("jit", jax.devices()[:1])),
   it = source.train_iterator(seed=0, start_step=0)
   losses = []
   for _ in range(3):
-    state, m = setup.step(state, par.put_batch(next(it)), par.put_extra({}))
+    state, m = setup.step(state, par.put_batch(next(it)), par.put_extra(extra))
     losses.append(float(par.fetch(m)["loss"]))
   host = jax.tree.map(np.asarray, par.checkpointable(state))
   out[name] = {"losses": losses, "step": int(host.step),

@@ -124,7 +124,7 @@ def from_torchvision(path_or_state_dict: str | os.PathLike | Mapping[str, Any], 
       misshaped.append(f"{key}: file {tuple(value.shape)} vs {arch} {tuple(expected[full])}")
       continue
     got[full] = value
-  missing = ["/".join(full) for key, full in by_key.items() if key not in sd]
+  missing = [key for key in by_key if key not in sd]  # named as the file would name them
   if unexpected or misshaped or missing:
     opts = ", ".join(f"{k}={v}" for k, v in options.items())
     lines = [f"{source} does not fit {arch} (num_classes={num_classes}{', ' + opts if opts else ''}):"]

@@ -53,6 +53,14 @@ class Task:
     """Arrays every step receives (replicated), e.g. a teacher's variables."""
     return {}
 
+  def program_key(self) -> Any:
+    """What the task adds to its train step's program beyond the run's config (hashable).
+
+    The config is already part of the key (``train.programs``); a task whose loss depends on
+    anything else (a teacher read from a file) adds it here.
+    """
+    return type(self).__qualname__
+
   def loss_fn(self, model: Any, *, step: jax.Array, extra: Mapping[str, Any],
               l2sp: Callable | None, trainable: Any) -> Callable:
     """``loss_fn(params, batch_stats, batch, rng)`` for ``train.step.make_train_step``.

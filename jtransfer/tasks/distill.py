@@ -15,7 +15,7 @@ import jax
 
 from jtransfer import models, weights
 from jtransfer.tasks.base import Task
-from jtransfer.train import losses
+from jtransfer.train import losses, programs
 
 
 def load_teacher(distill_cfg: Any, dtype: str) -> tuple[Any, dict]:
@@ -51,6 +51,12 @@ class Distill(Task):
 
   def extra_inputs(self) -> dict:
     return {"teacher": self.teacher_variables}
+
+  def program_key(self):
+    # The teacher's module (arch and options, from its model.json) and its variables' shapes;
+    # the values travel in ``extra``, and the path is a run-only field.
+    return (super().program_key(), self.teacher_model,
+            programs.shapes_key(self.teacher_variables))
 
   def loss_fn(self, model: Any, *, step: jax.Array, extra: Mapping[str, Any],
               l2sp: Callable | None, trainable: Any) -> Callable:

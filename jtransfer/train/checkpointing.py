@@ -68,6 +68,10 @@ class Checkpointer:
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
+    # Orbax removes a killed save's temp dirs in a background thread; let it finish before the
+    # run reads anything, so no file-system call of the run races it (a mocked file system in
+    # tests, a restore of the directory it is cleaning). No public API waits for it.
+    getattr(self.manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -33,7 +33,7 @@ import numpy as np
 
 from jtransfer import models, optim, tasks, weights
 from jtransfer import workdir as wd
-from jtransfer.train import checkpointing, loop, parallel, writers
+from jtransfer.train import checkpointing, loop, parallel, programs, writers
 from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate as evaluate_lib
 from jtransfer.train.loop import NonFiniteLossError
@@ -56,8 +56,9 @@ def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], see
   threefry, and the values are as deterministic in ``seed`` on a given backend.
   """
   rng = jax.random.key(seed, impl="rbg")
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros((1, *image_shape), jnp.float32))
+  init = programs.shared(("init", model),
+                         lambda: jax.jit(functools.partial(model.init, train=False)))
+  variables = init(rng, jnp.zeros((1, *image_shape), jnp.float32))
   variables = jax.tree.map(np.asarray, dict(variables))
   report = "random initialisation (model.init = '')"
   if model_cfg.init:
@@ -74,15 +75,16 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
                     task: Any = None) -> Callable:
   """The train step of one phase, compiled by ``par`` (jit over the mesh, or pmap).
 
-  ``extra`` (replicated, passed at every call rather than baked into the program) holds the task's
-  inputs (a teacher's variables) and the L2-SP anchor when those are used. The task's loss is
-  built inside the step, so it can follow ``state.step`` (a schedule over training progress).
+  ``extra`` (replicated, passed at every call rather than baked into the program) holds the run's
+  rng key data (``extra_inputs``), the task's inputs (a teacher's variables) and the L2-SP anchor
+  when those are used; so runs that differ only in seed, data or weights share one program
+  (``programs``). The task's loss is built inside the step, so it can follow ``state.step`` (a
+  schedule over training progress).
   """
   task = task if task is not None else tasks.Task(config)
   fz = config.freezing
   use_l2sp = bool(fz.l2sp_alpha or fz.l2sp_beta_head)
   head = optim.head_pattern(config) if use_l2sp else None
-  seed = int(config.train.seed)
 
   def step(state, batch, extra):
     l2sp = None
@@ -92,9 +94,25 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
     loss_fn = task.loss_fn(model, step=state.step, extra=extra, l2sp=l2sp, trainable=mask)
     step_fn = make_step_fn(loss_fn, tx, mask, axis_name=par.axis_name,
                            accum_steps=config.optim.accum_steps, ema_decay=config.optim.ema_decay)
-    return step_fn(state, batch, jax.random.key(seed))
+    return step_fn(state, batch, jax.random.wrap_key_data(extra["rng"]))
 
   return par.compile(step)
+
+
+def extra_inputs(config: Any, task: Any, variables: dict) -> dict:
+  """What every train step receives besides state and batch (``make_train_step``), host side."""
+  extra = {"rng": np.asarray(jax.random.key_data(jax.random.key(int(config.train.seed))))}
+  extra.update(task.extra_inputs())
+  if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
+    extra["anchor"] = variables["params"]
+  return extra
+
+
+def program_key(config: Any, task: Any, phase: Any, params: Any, num_classes: int,
+                par: Any) -> tuple:
+  """What defines a phase's compiled train step (``programs.shared``'s key)."""
+  return ("train", programs.config_key(config), task.program_key(), repr(phase), int(num_classes),
+          programs.shapes_key(params), programs.device_key(par))
 
 
 @dataclasses.dataclass
@@ -122,8 +140,12 @@ class Phases:
       self.tx = optim.build_optimizer(self.config.optim, rules, self.params,
                                       total_steps=self.config.train.num_steps,
                                       schedule_start=self.phases[index].schedule_start)
-      self.step = make_train_step(self.config, self.model, self.tx, optim.trainable_mask(labels),
-                                  self.par, task=self.task)
+      task = self.task if self.task is not None else tasks.Task(self.config)
+      key = program_key(self.config, task, self.phases[index], self.params, self.num_classes,
+                        self.par)
+      model, tx, mask = self.model, self.tx, optim.trainable_mask(labels)
+      self.step = programs.shared(key, lambda: make_train_step(self.config, model, tx, mask,
+                                                               self.par, task=task))
       self.index = index
     return self
 
@@ -214,9 +236,7 @@ def setup(config: Any, workdir: str, *, task: Any, source: Any, writer: Any, ckp
   variables, report = init_variables(model, config.model, source.info.image_shape, tc.seed,
                                      task=task)
   logging.info("Model %s: %s", config.model.arch, report)
-  extra = task.extra_inputs()
-  if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
-    extra["anchor"] = variables["params"]
+  extra = extra_inputs(config, task, variables)
   phase_list = task.phases(optim.phases(config), variables["params"])
   phases = Phases(config, task, phase_list, variables["params"], num_classes, par)
   early = checkpointing.EarlyStopping(tc.best_metric, mode=tc.best_mode, patience=tc.patience)
@@ -290,7 +310,9 @@ def _actions(run: Run, ls: loop.LoopState) -> list:
 
 def _evaluators(run: Run) -> dict:
   """``{name: fn(state) -> metrics}``: the run's eval split (top-1 and the rest)."""
-  eval_step = evaluate_lib.make_eval_step(build_model(run.config.model, run.num_classes), run.par)
+  model = build_model(run.config.model, run.num_classes)
+  eval_step = programs.shared(("eval", model, programs.device_key(run.par)),
+                              lambda: evaluate_lib.make_eval_step(model, run.par))
   pi, pc = jax.process_index(), jax.process_count()
 
   def classification(state):
@@ -399,4 +421,5 @@ def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Calla
 
 
 __all__ = ["NonFiniteLossError", "Phases", "Run", "build_model", "create_state", "eval_variables",
-           "export", "init_variables", "make_train_step", "setup", "train", "train_and_evaluate"]
+           "export", "extra_inputs", "init_variables", "make_train_step", "program_key", "setup",
+           "train", "train_and_evaluate"]
