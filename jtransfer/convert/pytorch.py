@@ -13,6 +13,7 @@ only reads files, inverts that naming over the model's expected shapes and trans
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Mapping
 
@@ -76,8 +77,13 @@ def _to_reference(value: np.ndarray) -> np.ndarray:
 
 def _expected(arch: str, num_classes: int | None, options: Mapping[str, Any]) -> dict:
   """``{(collection, *path): shape}`` of ``arch``'s variables."""
+  return dict(_expected_cached(arch, num_classes, tuple(sorted(options.items()))))
+
+
+@functools.lru_cache(maxsize=32)  # tracing the init of a deep model takes ~1 s; shapes never change
+def _expected_cached(arch: str, num_classes: int | None, options: tuple) -> dict:
   spec = models.get_spec(arch)
-  model = models.create(arch, num_classes=num_classes, **options)
+  model = models.create(arch, num_classes=num_classes, **dict(options))
   size = spec.sample_size
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32)))
   return {(col, *path): leaf.shape

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Any, Callable
@@ -202,6 +203,9 @@ class Run:
   early: Any
   num_classes: int
   is_main: bool
+  # The step, state and metadata of the last checkpoint this process saved; export uses them
+  # instead of reading that checkpoint back when it is the final one (no step donated it since).
+  last_saved: tuple | None = None
 
   @property
   def use_ema(self) -> bool:
@@ -293,7 +297,9 @@ def _actions(run: Run, ls: loop.LoopState) -> list:
   def save(step, state, eval_metrics, *, stopped):
     meta = {"early_stopping": run.early.state(), "stopped_early": stopped,
             "eval": writers.jsonable(eval_metrics)}
-    run.ckpt.save(step, par.checkpointable(state), meta=meta, metrics=eval_metrics)
+    saved = par.checkpointable(state)
+    run.ckpt.save(step, saved, meta=meta, metrics=eval_metrics)
+    run.last_saved = (step, saved, json.loads(json.dumps(meta)))
 
   actions = [
       loop.LogTrain(ls, every_steps=tc.log_every, num_steps=n, on_steps=around, fetch=par.fetch,
@@ -328,7 +334,10 @@ def export(run: Run, facts: dict, *, wall_s: float) -> dict:
   run.ckpt.wait()
   export_step = run.ckpt.best_step() if tc.export == "best" else run.ckpt.latest_step()
   export_step = export_step if export_step is not None else facts["step"]
-  restored, export_meta = run.restore(export_step)
+  if run.last_saved is not None and run.last_saved[0] == export_step == facts["step"]:
+    _, restored, export_meta = run.last_saved  # what was just written, without reading it back
+  else:
+    restored, export_meta = run.restore(export_step)
   exported = run.task.export(jax.tree.map(np.asarray, eval_variables(restored, use_ema=run.eval_ema)))
   info = run.source.info
   result = {
