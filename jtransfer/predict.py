@@ -85,13 +85,14 @@ def _data_config(run_data: dict | None, arch: str, image_size: int):
   return data_cfg
 
 
-def load_run(workdir: str, checkpoint: str = "export", *, image_size: int = 224):
+def load_run(workdir: str, checkpoint: str = "export", *, image_size: int | None = None):
   """(model, variables, class_names, eval preprocessing) of a training run's workdir, or of a
   weights dir (``python -m jtransfer.convert``'s output: ``model.json`` + variables).
 
   A run's model is rebuilt from its ``config.json`` (``checkpoint='latest'`` works before any
   export exists) or, for ``export``, from the export's ``model.json``. A weights dir is
-  preprocessed as ImageNet eval images at ``image_size`` with the family's normalisation; a
+  preprocessed as ImageNet eval images at ``image_size`` (default: the side the arch's reference
+  weights were trained at, ``ModelSpec.native_size``, else 224) with the family's normalisation; a
   1000-class head without names gets ImageNet's (``models.pretrained.imagenet_class_names``).
   """
   config = None
@@ -122,13 +123,15 @@ def load_run(workdir: str, checkpoint: str = "export", *, image_size: int = 224)
     from jtransfer.models import pretrained  # pylint: disable=g-import-not-at-top
     names = pretrained.imagenet_class_names()
   names = names or [str(i) for i in range(meta["num_classes"])]
+  if image_size is None:
+    image_size = models.get_spec(meta["arch"]).native_size.get(meta["arch"], 224)
   data_cfg = _data_config(config["data"] if config else None, meta["arch"], image_size)
   pp = data.build_pp(data.resolve_pp(data_cfg, train=False), name="data.pp_eval")
   return model, variables, names, pp
 
 
 def predict_files(workdir: str, files: Sequence[str], *, top_k: int = 5, checkpoint: str = "export",
-                  batch_size: int = 64, image_size: int = 224) -> list[dict]:
+                  batch_size: int = 64, image_size: int | None = None) -> list[dict]:
   """One dict per file: ``file``, ``top`` [(class name, probability)] or ``error``."""
   model, variables, names, pp = load_run(workdir, checkpoint, image_size=image_size)
   top_k = min(top_k, len(names))
@@ -187,7 +190,9 @@ def cli():
   """The command line; flags are defined here, not at import, so importing this module is free."""
   flags.DEFINE_string("workdir", None, "A training run's workdir, or a weights dir written by "
                       "jtransfer-convert (model.json + variables).")
-  flags.DEFINE_integer("image_size", 224, "A weights dir's input side (a run uses its own config).")
+  flags.DEFINE_integer("image_size", None, "A weights dir's input side (default: the side its "
+                       "arch's weights were trained at, e.g. 240 for Lite1, else 224; a run uses "
+                       "its own config).")
   flags.DEFINE_string("images", None, "Comma-separated image files and/or folders.")
   flags.DEFINE_integer("top_k", 5, "Classes per image.")
   flags.DEFINE_string("out", None, "CSV to write; default WORKDIR/predictions.csv.")

@@ -400,6 +400,7 @@ SPEC = ModelSpec(
     normalize={"mean": (0.5,) * 3, "std": (128 / 255,) * 3},  # (pixels - 127.5) / 128
     reference_key=reference_key,
     sample_size=32,
+    native_size=dict(IMAGE_SIZE),
 )
 
 __all__ = ["ARCHS", "Arch", "BLOCK_GROUPS", "BN_EPSILON", "BN_MOMENTUM", "BlockGroup", "ConvBN",

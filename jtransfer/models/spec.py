@@ -44,6 +44,8 @@ class ModelSpec:
       for; the converter inverts it, and export uses it as it is.
     reference_ignore: state-dict key suffixes with no Flax counterpart (BatchNorm counters).
     sample_size: an input side the family accepts, used to compute parameter shapes.
+    native_size: the input side each arch's reference weights were trained at (``predict``'s
+      default for a weights dir); an arch not listed uses 224.
   """
   family: str
   archs: tuple[str, ...]
@@ -55,6 +57,7 @@ class ModelSpec:
   reference_key: Callable[[str, tuple[str, ...]], str | None]
   reference_ignore: tuple[str, ...] = ("num_batches_tracked",)
   sample_size: int = 64
+  native_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
   @property
   def stem(self) -> str:
