@@ -219,3 +219,35 @@ def test_bad_arguments():
     Conv(4, (3, 3), impl="cudnn").init(jax.random.key(0), x)
   with pytest.raises(ValueError, match="ConvPlan"):
     conv(x, k[:, :, :1].repeat(4, 2), plan=ConvPlan("xla", "im2col", "xla"))
+
+
+def test_resnet_conv_impl_is_a_model_option_with_the_same_numbers():
+  """A ResNet-18 (ImageNet stem, 32 px: layer3/layer4 run on 2x2 and 1x1 maps, where 'auto' picks
+  the matmul) with conv_impl 'auto' / 'matmul': same parameters as 'xla', equal logits and equal
+  gradients of a train-mode loss (BatchNorm in batch-statistics mode) in float64."""
+  from jtransfer import models  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float64)
+    y = jnp.arange(4) % 10
+    base = models.create("resnet18", num_classes=10, base_planes=16, dtype=jnp.float64)
+    variables = base.init(jax.random.key(0), x)
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
+
+    def loss(model, params):
+      (logits, _), _ = model.apply({**variables, "params": params}, x, train=True,
+                                   mutable=["batch_stats"])
+      return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[jnp.arange(4), y]), logits
+
+    ref = jax.jit(jax.value_and_grad(lambda p: loss(base, p), has_aux=True))(variables["params"])
+    for impl in ("auto", "matmul"):
+      model = models.create("resnet18", num_classes=10, base_planes=16, dtype=jnp.float64,
+                            conv_impl=impl)
+      shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+      assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, variables)
+      got = jax.jit(jax.value_and_grad(lambda p, m=model: loss(m, p), has_aux=True))(
+          variables["params"])
+      np.testing.assert_allclose(got[0][1], ref[0][1], rtol=1e-9, atol=1e-9)
+      for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(ref[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+  with pytest.raises(ValueError, match="conv_impl"):
+    models.create("resnet18", num_classes=10, conv_impl="fast")

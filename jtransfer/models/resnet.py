@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jtransfer.models import conv as conv_lib
 from jtransfer.models.layers import BatchNormSpec, classifier_head, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
@@ -33,12 +34,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def make_conv(dtype: Any) -> Any:
-  """The convolution every ResNet layer uses: bias-free, torchvision's init, float32 params."""
+def make_conv(dtype: Any, impl: str = "xla") -> Any:
+  """The convolution every ResNet layer uses: bias-free, torchvision's init, float32 params.
+
+  ``impl``: 'xla' is ``nn.Conv``; 'matmul' and 'auto' are ``models.conv.Conv`` (same parameters,
+  each direction computed as XLA's convolution or as patches times one matmul; 'auto' picks per
+  layer shape on the CPU and is 'xla' elsewhere).
+  """
   def conv(features, kernel, stride, pad, name, groups=1):
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=[(pad, pad), (pad, pad)],
-                   use_bias=False, feature_group_count=groups, kernel_init=conv_init, dtype=dtype,
-                   param_dtype=jnp.float32, name=name)
+    kw = dict(padding=[(pad, pad), (pad, pad)], use_bias=False, feature_group_count=groups,
+              kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+    if impl == "xla":
+      return nn.Conv(features, (kernel, kernel), (stride, stride), **kw)
+    return conv_lib.Conv(features, (kernel, kernel), (stride, stride), impl=impl, **kw)
   return conv
 
 
@@ -128,6 +136,8 @@ class ResNet(nn.Module):
       64 matches torchvision's weights.
     bn_axis_name: the mapped axis BatchNorm statistics are averaged over (``pmap``'s); None
       under ``jit``, where every BatchNorm already sees the global batch.
+    conv_impl: how convolutions compute ('xla' | 'matmul' | 'auto', see ``make_conv``); the
+      parameters and checkpoints are the same whichever is used.
   """
   block: Any
   layers: Sequence[int]
@@ -141,12 +151,13 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   base_planes: int = 64
   bn_axis_name: str | None = None
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = BatchNormSpec(tuple(self.frozen_bn), self.dtype, self.zero_init_residual,
                          momentum=BN_MOMENTUM, epsilon=BN_EPSILON, axis_name=self.bn_axis_name)
-    conv = make_conv(self.dtype)
+    conv = make_conv(self.dtype, self.conv_impl)
     features = {}
     x = x.astype(self.dtype)
     if self.small_stem:
@@ -185,13 +196,15 @@ ARCHS: dict[str, tuple[Any, tuple[int, ...], int, int]] = {
 
 def build(arch: str, *, num_classes: int | None, dtype: Any, frozen_bn: tuple[str, ...],
           dropout_rate: float, bn_axis_name: str | None, small_stem: bool, base_planes: int,
-          zero_init_residual: bool) -> ResNet:
+          zero_init_residual: bool, conv_impl: str = "xla") -> ResNet:
+  if conv_impl not in conv_lib.IMPLS:
+    raise ValueError(f"model.conv_impl={conv_impl!r}; known: {', '.join(conv_lib.IMPLS)}")
   block, layers, groups, width = ARCHS[arch]
   return ResNet(block=block, layers=layers, num_classes=num_classes, groups=groups,
                 width_per_group=width, small_stem=small_stem, dtype=resolve_dtype(dtype),
                 frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate,
                 zero_init_residual=zero_init_residual, base_planes=base_planes,
-                bn_axis_name=bn_axis_name)
+                bn_axis_name=bn_axis_name, conv_impl=conv_impl)
 
 
 # torchvision's BatchNorm tensor names for flax's (collection, leaf).
@@ -217,7 +230,8 @@ SPEC = ModelSpec(
     family="resnet",
     archs=tuple(ARCHS),
     build=build,
-    options={"small_stem": False, "base_planes": 64, "zero_init_residual": False},
+    options={"small_stem": False, "base_planes": 64, "zero_init_residual": False,
+             "conv_impl": "xla"},
     # From the input up: the stem (conv1 + bn1), then torchvision's layer1 ... layer4.
     stages=(r"^(conv1|bn1)/", r"^layer1/", r"^layer2/", r"^layer3/", r"^layer4/"),
     head=r"^fc/",
