@@ -5,7 +5,6 @@
     params, stats, losses = meta.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
                                          sample=sample, inner_steps=5, meta_steps=300, meta_lr=1.0)
     weights.save({"params": params, "batch_stats": stats}, "workdirs/reptile")
-    out = meta.nearest_class_mean(support_feats, support_y, query_feats, num_classes=5)
 
 **Episodes.** An N-way K-shot episode draws N distinct classes from ``classes`` and K (+ Q query)
 distinct examples of each, with ``np.random.default_rng([seed, episode])``: the same (seed,
@@ -29,8 +28,8 @@ shuffled labels carries nothing. Note that a zero head passes no gradient to the
 first inner step, so use ``inner_steps >= 2``. ``head_init='keep'`` meta-learns the head like the
 rest, as Nichol et al. did.
 
-``nearest_class_mean`` is the prototypical-network classifier on frozen features (Snell et al.
-2017), with the feature-evaluator signature of ``benchmark.evaluators``.
+The prototypical-network classifier on frozen features (Snell et al. 2017) is
+``benchmark.evaluators.nearest_class_mean`` (the harness's ``ncm`` feature variant).
 """
 
 from __future__ import annotations
@@ -216,31 +215,5 @@ def reptile(params, batch_stats, *, loss_fn: Callable, tx: optax.GradientTransfo
 # ---------------------------------------------------------------------------------------------
 # Prototypes.
 
-def nearest_class_mean(train_x, train_y, test_x, *, num_classes: int, cosine: bool = True
-                       ) -> dict:
-  """Nearest class mean (prototypical networks' classifier) on frozen features.
-
-  ``cosine=True``: features are centred on the train mean and scaled to unit norm, the class
-  means renormalised, and a test example scores its cosine similarity to each mean.
-  ``cosine=False``: scores are minus the squared Euclidean distance to the raw class means.
-  Classes without a training example score -inf. Returns ``{'logits', 'predictions'}``.
-  """
-  x, t = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
-  y = np.asarray(train_y)
-  if cosine:
-    mean = x.mean(axis=0, keepdims=True)
-    unit = lambda a: (a - mean) / np.maximum(np.linalg.norm(a - mean, axis=1, keepdims=True), 1e-12)
-    x, t = unit(x), unit(t)
-  present = np.asarray([np.any(y == c) for c in range(num_classes)])
-  means = np.stack([x[y == c].mean(0) if present[c] else np.zeros(x.shape[1])
-                    for c in range(num_classes)])
-  if cosine:
-    scores = t @ (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).T
-  else:
-    scores = -((t[:, None, :] - means[None]) ** 2).sum(-1)
-  scores[:, ~present] = -np.inf
-  return {"logits": scores.astype(np.float32), "predictions": scores.argmax(axis=1)}
-
-
-__all__ = ["HEAD_INITS", "class_split", "episode_sampler", "make_meta_step", "nearest_class_mean",
+__all__ = ["HEAD_INITS", "class_split", "episode_sampler", "make_meta_step",
            "reptile", "reset_head", "sample_episode"]

@@ -110,14 +110,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> str:
   """Writes ``text`` to ``path`` so that a reader, or a kill at any moment, sees the old content or
   the new one: a temp file in the same dir (same filesystem, so the rename is atomic), fsynced,
   ``os.replace``d over ``path``, then the dir fsynced. Returns ``path``."""
+  return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> str:
+  """``atomic_write_text`` for bytes (a PNG, a binary file)."""
   path = os.path.abspath(os.fspath(path))
   parent, name = os.path.split(path)
   # Hidden, unique, and ending in .tmp: what cleanup_leftovers removes after a kill.
   tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(content)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -46,6 +46,7 @@ from ml_collections import config_dict
 import numpy as np
 
 from jtransfer import federated, meta, models, optim, weights, zeroshot
+from jtransfer.benchmark import evaluators
 from jtransfer.data.datasets import mnist5k, uci_digits
 from jtransfer.train import losses
 from jtransfer.train.state import TrainState
@@ -289,7 +290,7 @@ def evaluate_init(variables, x, y, unseen, *, shots: int, seed: int) -> tuple[fl
   for e in eps:
     f = features(variables, np.concatenate([e["support"]["image"], e["query"]["image"]]))
     n = len(e["support"]["label"])
-    out = meta.nearest_class_mean(f[:n], e["support"]["label"], f[n:], num_classes=WAYS)
+    out = evaluators.nearest_class_mean(f[:n], e["support"]["label"], f[n:], num_classes=WAYS)
     ncm.append(np.mean(out["predictions"] == e["query"]["label"]))
   return ft, float(np.mean(ncm))
 

@@ -7,6 +7,7 @@ from ml_collections import config_dict
 import pytest
 
 from jtransfer import optim
+from jtransfer import workdir as wd
 from jtransfer.benchmark import harness
 from jtransfer.train import config as train_config
 
@@ -67,7 +68,8 @@ def test_every_cell_has_one_result_with_its_config(finished):
     lines = [json.loads(l) for l in f]
   assert sorted(r["cell"] for r in lines) == sorted(c.id for c in harness.cells(tiny_config()))
   for r in lines:
-    assert 0.0 <= r["accuracy"] <= 1.0 and r["wall_s"] > 0
+    assert 0.0 <= r["accuracy"] <= 1.0 and r["wall_s"] > 0 and r["budget"] == 1
+    assert r["config"]["data"]["train_split"] == r["splits"]["pool"] != "train"
     assert r["config"]["data"]["shots"] == 2 and r["config"]["data"]["fewshot_seed"] == r["seed"]
   ft = next(r for r in lines if r["variant"] == "full_finetune")
   assert ft["config"]["model"]["init"].endswith(os.path.join("pretrain", "export"))
@@ -79,13 +81,14 @@ def test_distillation_is_taught_by_the_same_cell_s_fine_tune(finished):
   workdir, rows = finished
   d = next(r for r in rows if r["variant"] == "distill" and r["seed"] == 1)
   assert d["config"]["loss"]["distill"]["teacher"] == os.path.join(
-      workdir, "runs", "uci_digits", "full_finetune", "shots-2", "seed-1", "export")
+      workdir, "runs", "uci_digits", "full_finetune", "shots-2", "seed-1", "default", "export")
   assert d["config"]["model"]["base_planes"] == 4
 
 
 def test_features_are_extracted_once_per_split(finished):
   workdir, _ = finished
-  assert len(os.listdir(os.path.join(workdir, "features"))) == 2  # train + test, shared by 4 cells
+  # pool + validation + test, shared by 4 cells
+  assert len(os.listdir(os.path.join(workdir, "features"))) == 3
 
 
 def test_tables_and_plot(finished):
@@ -94,7 +97,8 @@ def test_tables_and_plot(finished):
   for v in tiny_config().order:
     assert f"| {v} |" in md
   assert os.path.getsize(os.path.join(workdir, "results.png")) > 10_000
-  assert len(open(os.path.join(workdir, "results.csv")).read().splitlines()) == 1 + 4
+  assert len(open(os.path.join(workdir, "results.csv")).read().splitlines()) == 1 + 8  # per cell
+  assert len(open(os.path.join(workdir, "summary.csv")).read().splitlines()) == 1 + 4
 
 
 def test_restart_skips_finished_cells_and_runs_the_missing_one(finished):
@@ -126,3 +130,16 @@ def test_teacher_must_run_first():
   config.order = ("ridge", "linear_probe_cached", "distill", "full_finetune")
   with pytest.raises(ValueError, match="teacher='full_finetune' must name a variant listed before it"):
     harness.validate(config)
+
+
+def test_a_workdir_belongs_to_one_config_and_one_process(finished):
+  workdir, _ = finished
+  changed = tiny_config()
+  changed.seeds = (0, 1, 2)
+  with open(os.devnull, "w") as sink, pytest.raises(ValueError, match=r"another config.*seeds"):
+    harness.run(changed, workdir, stream=sink)
+  before = sorted(os.listdir(workdir))
+  with open(os.devnull, "w") as sink, wd.WorkdirLock(workdir), \
+      pytest.raises(wd.WorkdirInUseError):
+    harness.run(tiny_config(), workdir, stream=sink)
+  assert sorted(os.listdir(workdir)) == before  # refused before anything was written

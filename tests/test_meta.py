@@ -12,6 +12,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from jtransfer import meta, optim, weights
+from jtransfer.benchmark import evaluators
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
 
@@ -157,7 +158,7 @@ def test_nearest_class_mean_on_separable_data(cosine):
   x = centres[y] + 0.3 * rng.normal(size=(20, 8))
   ty = np.repeat(np.arange(4), 10)
   tx = centres[ty] + 0.3 * rng.normal(size=(40, 8))
-  out = meta.nearest_class_mean(x, y, tx, num_classes=5, cosine=cosine)
+  out = evaluators.nearest_class_mean(x, y, tx, num_classes=5, cosine=cosine)
   assert out["logits"].shape == (40, 5) and out["logits"].dtype == np.float32
   np.testing.assert_array_equal(out["predictions"], ty)
   assert np.all(out["logits"][:, 4] == -np.inf)  # class 4 has no training example

@@ -1,4 +1,4 @@
-"""Classifiers on frozen features: closed-form ridge, kNN and a linear probe.
+"""Classifiers on frozen features: closed-form ridge, kNN, a linear probe and nearest class mean.
 
     acc = ridge_fewshot(train_x, train_y, test_x, num_classes=10)["predictions"]
     out = linear_probe(train_x, train_y, test_x, num_classes=10, seed=0)   # {'logits', 'predictions'}
@@ -85,4 +85,30 @@ def linear_probe(train_x, train_y, test_x, *, num_classes: int, seed: int, steps
   return {"logits": logits, "predictions": logits.argmax(axis=1)}
 
 
-EVALUATORS = {"ridge": ridge_fewshot, "knn": knn, "linear_probe_cached": linear_probe}
+def nearest_class_mean(train_x, train_y, test_x, *, num_classes: int, cosine: bool = True
+                       ) -> dict:
+  """Nearest class mean (prototypical networks' classifier) on frozen features.
+
+  ``cosine=True``: features are centred on the train mean and scaled to unit norm, the class
+  means renormalised, and a test example scores its cosine similarity to each mean.
+  ``cosine=False``: scores are minus the squared Euclidean distance to the raw class means.
+  Classes without a training example score -inf. Returns ``{'logits', 'predictions'}``.
+  """
+  y = np.asarray(train_y)
+  if cosine:
+    x, t = _normalise(train_x, test_x)
+  else:
+    x, t = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
+  present = np.asarray([np.any(y == c) for c in range(num_classes)])
+  means = np.stack([x[y == c].mean(0) if present[c] else np.zeros(x.shape[1])
+                    for c in range(num_classes)])
+  if cosine:
+    scores = t @ (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).T
+  else:
+    scores = -((t[:, None, :] - means[None]) ** 2).sum(-1)
+  scores[:, ~present] = -np.inf
+  return {"logits": scores.astype(np.float32), "predictions": scores.argmax(axis=1)}
+
+
+EVALUATORS = {"ridge": ridge_fewshot, "knn": knn, "linear_probe_cached": linear_probe,
+              "ncm": nearest_class_mean}

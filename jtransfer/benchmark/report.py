@@ -1,28 +1,46 @@
-"""Benchmark results → ``results.csv``, ``results.md`` and ``results.png``.
+"""Benchmark results → tables, comparisons and plots.
 
     rows = report.load_results("workdirs/demo/results.jsonl")
-    table = report.aggregate(rows)      # one row per (dataset, variant, shots): mean ± std over seeds
-    report.write_all(rows, "workdirs/demo")
+    table = report.aggregate(rows)   # per (dataset, variant, shots): mean, 95% CI, min/median/max
+    report.write_all(rows, "workdirs/demo", variant_order=[...], reference="full_finetune")
 
-A result row is a dict with at least ``dataset``, ``variant``, ``shots`` (int, or "all"), ``seed``,
-``accuracy`` (test top-1, 0..1) and ``wall_s``.
+Writes ``results.csv`` (one row per cell: variant, dataset, shots, seed, selection, budget, the
+chosen hyper-parameters, val/test/OOD top-1, cost), ``summary.csv`` (one row per dataset ×
+variant × shots), ``results.md`` (tables: test top-1 with intervals and the best marked, spread,
+OOD, cost, selection), ``comparisons.md`` (each variant vs the reference, paired over seeds),
+``results.png`` (top-1 vs examples per class), ``cost.png`` (top-1 vs training GFLOPs) and
+``ood.png`` (in- vs out-of-distribution top-1).
+
+A result row is a dict with at least ``dataset``, ``variant``, ``shots`` (int, or "all"),
+``seed``, ``accuracy`` (test top-1, 0..1) and ``wall_s``; the harness adds the rest.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 import csv
+import io
 import math
 import os
 from typing import Iterable
 
 import numpy as np
 
+from jtransfer import workdir as wd
+from jtransfer.benchmark import stats
 from jtransfer.train import writers
+
+__all__ = ["CSV_COLUMNS", "aggregate", "comparisons", "load_results", "markdown", "plot",
+           "plot_cost", "plot_ood", "write_all", "write_csv"]
+
+# results.csv, before one 'ood_<shift>' column per shift (inserted after test_top1).
+CSV_COLUMNS = ("variant", "dataset", "shots", "seed", "kind", "selection", "budget",
+               "hyperparams", "val_top1", "test_top1", "ood_mean", "trainable_params",
+               "train_gflops", "search_gflops", "wall_s", "peak_step_mb")
 
 
 def load_results(path: str) -> list[dict]:
-  """The rows of ``results.jsonl`` (none when it does not exist yet)."""
+  """The rows of a JSON-lines file (none when it does not exist yet)."""
   return writers.read_jsonl(path) if os.path.exists(path) else []
 
 
@@ -30,53 +48,242 @@ def _shots_key(shots):
   return math.inf if shots == "all" else int(shots)
 
 
+def _test(r) -> float:
+  return float(r.get("test_top1", r["accuracy"]))
+
+
+def _mean(values):
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def _shifts(rows) -> list[str]:
+  return sorted({s for r in rows for s in (r.get("ood") or {})})
+
+
 def aggregate(rows: Iterable[dict]) -> list[dict]:
-  """Mean and sample std over seeds of accuracy and wall time, per (dataset, variant, shots)."""
+  """Per (dataset, variant, shots): test top-1 % summary over seeds (mean, bootstrap 95 %
+  interval, min/median/max, std), validation and OOD means, cost means, the chosen points."""
   cells = defaultdict(list)
   for r in rows:
     cells[(r["dataset"], r["variant"], r["shots"])].append(r)
   out = []
   for (dataset, variant, shots), rs in cells.items():
-    acc = np.array([r["accuracy"] for r in rs]) * 100
-    wall = np.array([r["wall_s"] for r in rs])
-    out.append({"dataset": dataset, "variant": variant, "shots": shots, "seeds": len(rs),
-                "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
-                "wall_s_mean": float(wall.mean())})
+    s = stats.summarize([_test(r) * 100 for r in rs])
+    row = {"dataset": dataset, "variant": variant, "shots": shots, "seeds": len(rs),
+           "acc_mean": s["mean"], "acc_ci_low": s["ci_low"], "acc_ci_high": s["ci_high"],
+           "acc_min": s["min"], "acc_median": s["median"], "acc_max": s["max"], "acc_std": s["std"],
+           "val_mean": _mean(r.get("val_top1", None) and r["val_top1"] * 100 for r in rs),
+           "selection": rs[0].get("selection", "fixed"), "budget": rs[0].get("budget", 1),
+           "chosen": dict(Counter(r.get("chosen_id", "default") for r in rs)),
+           "trainable_params": _mean(r.get("trainable_params") for r in rs),
+           "train_gflops": _mean(r.get("train_gflops") for r in rs),
+           "search_gflops": _mean(r.get("search_gflops") for r in rs),
+           "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
+           "peak_step_mb": _mean(r.get("peak_bytes") and r["peak_bytes"] / 2**20 for r in rs)}
+    if any(r.get("ood_mean") is not None for r in rs):
+      o = stats.summarize([r["ood_mean"] * 100 for r in rs])
+      row.update(ood_mean=o["mean"], ood_ci_low=o["ci_low"], ood_ci_high=o["ci_high"])
+      for shift in _shifts(rs):
+        row[f"ood_{shift}"] = _mean(r["ood"].get(shift, None) and r["ood"][shift] * 100 for r in rs)
+    out.append(row)
   return sorted(out, key=lambda r: (r["dataset"], r["variant"], _shots_key(r["shots"])))
 
 
+def _per_cell_csv(rows: list[dict]) -> list[dict]:
+  shifts = _shifts(rows)
+  out = []
+  for r in sorted(rows, key=lambda r: (r["dataset"], r["variant"], _shots_key(r["shots"]), r["seed"])):
+    d = {"variant": r["variant"], "dataset": r["dataset"], "shots": r["shots"], "seed": r["seed"],
+         "kind": r.get("kind", ""), "selection": r.get("selection", "fixed"),
+         "budget": r.get("budget", 1), "hyperparams": r.get("chosen_id", "default"),
+         "val_top1": r.get("val_top1"), "test_top1": _test(r)}
+    for s in shifts:
+      d[f"ood_{s}"] = (r.get("ood") or {}).get(s)
+    d.update(ood_mean=r.get("ood_mean"), trainable_params=r.get("trainable_params"),
+             train_gflops=r.get("train_gflops"), search_gflops=r.get("search_gflops"),
+             wall_s=r["wall_s"],
+             peak_step_mb=None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20)
+    out.append(d)
+  return out
+
+
 def write_csv(table: list[dict], path: str) -> None:
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["dataset"])
-    w.writeheader()
-    w.writerows(table)
+  """The rows as CSV, written atomically (a reader never sees half a table)."""
+  fields = list(dict.fromkeys(k for row in table for k in row)) or ["dataset"]
+  buf = io.StringIO(newline="")
+  w = csv.DictWriter(buf, fieldnames=fields)
+  w.writeheader()
+  w.writerows(table)
+  wd.atomic_write_text(path, buf.getvalue())
 
 
-def markdown(table: list[dict], variant_order: list[str] | None = None) -> str:
-  """One table per dataset: variants as rows, examples per class as columns, 'mean ± std (s/run)'."""
+def _save(fig, path: str) -> None:
+  """``fig`` as a PNG at ``path``, written atomically."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  wd.atomic_write_bytes(path, buf.getvalue())
+
+
+def _variants(rows, variant_order):
+  present = {r["variant"] for r in rows}
+  out = [v for v in (variant_order or []) if v in present]
+  return out + sorted(present - set(out))
+
+
+def _per_seed(rows, dataset, shots, key) -> dict[str, dict]:
+  out = defaultdict(dict)
+  for r in rows:
+    if r["dataset"] == dataset and r["shots"] == shots:
+      value = _test(r) if key == "test" else r.get("ood_mean")
+      if value is not None:
+        out[r["variant"]][r["seed"]] = value * 100
+  return out
+
+
+def _marks(rows, dataset, shots, key, best_test, level) -> tuple[str | None, set]:
+  per = _per_seed(rows, dataset, shots, key)
+  if not per:
+    return None, set()
+  return stats.indistinguishable_from_best(per, test=best_test, level=level)
+
+
+def _fmt(x, digits=1):
+  return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _rule(best_test, level) -> str:
+  if best_test == "ci":
+    return (f"the paired bootstrap {level:.0%} interval of its difference to the best contains 0 "
+            "(`stats.indistinguishable_from_best(test='ci')`)")
+  return (f"the paired sign-flip p-value against the best is ≥ {1 - level:.2f} "
+          "(`stats.indistinguishable_from_best(test='permutation')`)")
+
+
+def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=None,
+             best_test: str = "ci", level: float = 0.95) -> str:
+  """Per dataset: test top-1 (mean [95 % CI], best and indistinguishable in bold), spread, OOD,
+  cost and selection tables. ``rows`` (the per-seed results) enable the best marks."""
   lines = []
   for dataset in sorted({r["dataset"] for r in table}):
-    rows = [r for r in table if r["dataset"] == dataset]
-    shots = sorted({r["shots"] for r in rows}, key=_shots_key)
-    variants = [v for v in (variant_order or []) if any(r["variant"] == v for r in rows)]
-    variants += sorted({r["variant"] for r in rows} - set(variants))
-    seeds = max(r["seeds"] for r in rows)
-    lines += [f"### {dataset}: test top-1 % (mean ± std over {seeds} seeds; mean wall time per run)", "",
-              "| variant | " + " | ".join(f"{s}/class" for s in shots) + " |",
-              "|---|" + "---|" * len(shots)]
-    cell = {(r["variant"], r["shots"]): r for r in rows}
-    for v in variants:
-      parts = []
+    trs = [r for r in table if r["dataset"] == dataset]
+    shots = sorted({r["shots"] for r in trs}, key=_shots_key)
+    variants = _variants(trs, variant_order)
+    seeds = max(r["seeds"] for r in trs)
+    cell = {(r["variant"], r["shots"]): r for r in trs}
+    head = "| variant | " + " | ".join(f"{s}/class" for s in shots) + " |"
+    sep = "|---|" + "---|" * len(shots)
+
+    def table_of(title, fmt, key=None):
+      out = [title, "", head, sep]
+      marks = {s: _marks(rows, dataset, s, key, best_test, level) if rows and key else (None, set())
+               for s in shots}
+      for v in variants:
+        parts = []
+        for s in shots:
+          r = cell.get((v, s))
+          text = "—" if r is None else fmt(r)
+          if r is not None and text != "—" and v in marks[s][1]:
+            text = f"**{text}**"
+          parts.append(text)
+        out.append(f"| {v} | " + " | ".join(parts) + " |")
+      return out + [""]
+
+    lines += table_of(
+        f"### {dataset}: test top-1 % (mean [95 % bootstrap interval] over {seeds} seeds)",
+        lambda r: f"{r['acc_mean']:.1f} [{r['acc_ci_low']:.1f}, {r['acc_ci_high']:.1f}]", "test")
+    if rows:
+      lines += [f"Bold: the best mean of the column and every variant not distinguishable from it: "
+                f"{_rule(best_test, level)}. With few seeds read the intervals, not only the bold.",
+                ""]
+    lines += table_of(f"#### {dataset}: test top-1 % spread over seeds (min / median / max)",
+                      lambda r: f"{r['acc_min']:.1f} / {r['acc_median']:.1f} / {r['acc_max']:.1f}")
+    if any("ood_mean" in r for r in trs):
+      shifts = sorted({k[4:] for r in trs for k in r if k.startswith("ood_")} -
+                      {"mean", "ci_low", "ci_high"})
+      lines += table_of(
+          f"#### {dataset}: OOD top-1 % (mean over the {len(shifts)} shifted test sets "
+          f"{', '.join(shifts)}; [95 % interval]; bold as above)",
+          lambda r: ("—" if "ood_mean" not in r else
+                     f"{r['ood_mean']:.1f} [{r['ood_ci_low']:.1f}, {r['ood_ci_high']:.1f}]"), "ood")
       for s in shots:
-        r = cell.get((v, s))
-        parts.append("—" if r is None else f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f} ({r['wall_s_mean']:.1f} s)")
-      lines.append(f"| {v} | " + " | ".join(parts) + " |")
+        lines += [f"#### {dataset}, {s}/class: top-1 % per shift (mean over seeds)", "",
+                  "| variant | ID (test) | " + " | ".join(shifts) + " |",
+                  "|---|---|" + "---|" * len(shifts)]
+        for v in variants:
+          r = cell.get((v, s))
+          if r is not None:
+            lines.append(f"| {v} | {r['acc_mean']:.1f} | "
+                         + " | ".join(_fmt(r.get(f"ood_{x}")) for x in shifts) + " |")
+        lines.append("")
+    lines += [f"#### {dataset}: cost of the chosen point (mean over seeds)", "",
+              "| variant | trainable params | " + " | ".join(f"GFLOPs {s}/class" for s in shots)
+              + " | " + " | ".join(f"wall s {s}/class" for s in shots) + " | peak step MB |",
+              "|---|---|" + "---|" * (2 * len(shots) + 1)]
+    for v in variants:
+      rs = [cell.get((v, s)) for s in shots]
+      any_r = next(r for r in rs if r is not None)
+      params = any_r["trainable_params"]
+      lines.append(
+          f"| {v} | {'—' if params is None else f'{params:,.0f}'} | "
+          + " | ".join("—" if r is None else _fmt(r["train_gflops"], 2) for r in rs) + " | "
+          + " | ".join("—" if r is None else _fmt(r["wall_s_mean"]) for r in rs) + " | "
+          + _fmt(_mean(r["peak_step_mb"] for r in rs if r is not None)) + " |")
+    lines += ["", "GFLOPs: training of the chosen point (XLA cost_analysis of each compiled step "
+              "× its steps; cached variants: the feature extraction of their training examples; "
+              "WiSE-FT: its fine-tune's). Wall: the whole cell, every trial of the search and "
+              "the test evaluation included (WiSE-FT: plus its fine-tune's).", ""]
+    lines += [f"#### {dataset}: selection (by validation top-1 on held-out train examples)", "",
+              "| variant | selection | budget (points) | chosen point per shots (× seeds) |",
+              "|---|---|---|---|"]
+    for v in variants:
+      rs = [cell[(v, s)] for s in shots if (v, s) in cell]
+      chosen = "; ".join(f"{r['shots']}: " + ", ".join(f"{k} ×{n}" for k, n in r["chosen"].items())
+                         for r in rs)
+      lines.append(f"| {v} | {rs[0]['selection']} | {rs[0]['budget']} | {chosen} |")
     lines.append("")
   return "\n".join(lines)
 
 
+def comparisons(rows: list[dict], *, reference: str, variant_order: list[str] | None = None,
+                level: float = 0.95) -> str:
+  """``comparisons.md``: every variant vs ``reference``, paired over the seeds both have."""
+  seeds = sorted({r["seed"] for r in rows})
+  n = len(seeds)
+  lines = [f"# Paired comparisons with `{reference}`", "",
+           f"Differences are variant − {reference} in top-1 percentage points, paired by seed (a "
+           "seed fixes the few-shot draw, the head init and the data order). Interval: "
+           f"{level:.0%} percentile bootstrap of the mean difference; W/T/L: seeds won/tied/lost; "
+           "p: exact two-sided sign-flip permutation p-value.", "",
+           f"With {n} seeds the smallest possible p-value is 2/2^{n} = {2 / 2 ** n:.3g}"
+           + (": no difference can reach p < 0.05 here, whatever its size." if 2 / 2 ** n >= 0.05
+              else "."), ""]
+  for key, title in (("test", "test top-1 (in distribution)"), ("ood", "OOD top-1 (mean over shifts)")):
+    for dataset in sorted({r["dataset"] for r in rows}):
+      for shots in sorted({r["shots"] for r in rows if r["dataset"] == dataset}, key=_shots_key):
+        per = _per_seed(rows, dataset, shots, key)
+        if reference not in per:
+          continue
+        lines += [f"## {dataset}, {shots}/class: {title}", "",
+                  "| variant | mean diff (pp) | 95 % interval | W/T/L | p |", "|---|---|---|---|---|"]
+        for v in _variants([{"variant": k} for k in per], variant_order):
+          if v == reference:
+            continue
+          c = stats.paired_comparison(per[v], per[reference], level=level)
+          lines.append(f"| {v} | {c['mean_diff']:+.1f} | [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] "
+                       f"| {c['wins']}/{c['ties']}/{c['losses']} | {c['p_value']:.3g} |")
+        lines.append("")
+  return "\n".join(lines)
+
+
+def _colors(variants):
+  import matplotlib
+  cmap = matplotlib.colormaps["tab20"]
+  return {v: cmap(i % 20) for i, v in enumerate(variants)}
+
+
 def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -> None:
-  """Accuracy vs examples per class (log axis), one line per variant, error bars over seeds."""
+  """Top-1 vs examples per class (log axis), one line per variant, 95 % intervals as bars."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -86,31 +293,94 @@ def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -
     rows = [r for r in table if r["dataset"] == dataset]
     numeric = sorted({r["shots"] for r in rows if r["shots"] != "all"})
     all_x = (max(numeric) * 4 if numeric else 1)  # 'all' drawn to the right of the largest k
-    variants = [v for v in (variant_order or []) if any(r["variant"] == v for r in rows)]
-    variants += sorted({r["variant"] for r in rows} - set(variants))
+    variants = _variants(rows, variant_order)
+    colors = _colors(variants)
     for v in variants:
       rs = sorted((r for r in rows if r["variant"] == v), key=lambda r: _shots_key(r["shots"]))
       xs = [all_x if r["shots"] == "all" else r["shots"] for r in rs]
-      ax.errorbar(xs, [r["acc_mean"] for r in rs], yerr=[r["acc_std"] for r in rs], marker="o",
-                  capsize=3, label=v)
+      ys = [r["acc_mean"] for r in rs]
+      err = [[y - r.get("acc_ci_low", y) for y, r in zip(ys, rs)],
+             [r.get("acc_ci_high", y) - y for y, r in zip(ys, rs)]]
+      ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v, color=colors[v])
     ax.set_xscale("log")
     ticks = numeric + ([all_x] if any(r["shots"] == "all" for r in rows) else [])
     ax.set_xticks(ticks, [str(t) for t in numeric] + (["all"] if len(ticks) > len(numeric) else []))
     ax.set_xlabel("training examples per class")
-    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_ylabel("test top-1 accuracy (%), 95 % interval over seeds")
     ax.set_title(dataset)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  _save(fig, path)
   plt.close(fig)
 
 
-def write_all(rows: list[dict], workdir: str, variant_order: list[str] | None = None) -> list[dict]:
+def _scatter(table, path, variant_order, *, x_of, y_of, xlabel, ylabel, logx=False, diagonal=False):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  datasets = sorted({r["dataset"] for r in table})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
+  markers = "os^Dvp*h"
+  for ax, dataset in zip(axes[0], datasets):
+    rows = [r for r in table if r["dataset"] == dataset and x_of(r) is not None
+            and y_of(r) is not None]
+    shots = sorted({r["shots"] for r in rows}, key=_shots_key)
+    variants = _variants(rows, variant_order)
+    colors = _colors(variants)
+    for r in rows:
+      ax.scatter(x_of(r), y_of(r), color=colors[r["variant"]],
+                 marker=markers[shots.index(r["shots"]) % len(markers)], s=40)
+    for v in variants:
+      ax.scatter([], [], color=colors[v], marker="s", label=v)
+    for i, s in enumerate(shots):
+      ax.scatter([], [], color="gray", marker=markers[i % len(markers)], label=f"{s}/class")
+    if logx:
+      ax.set_xscale("log")
+    if diagonal and rows:
+      lo = min(min(x_of(r), y_of(r)) for r in rows)
+      ax.plot([lo, 100], [lo, 100], "k--", lw=0.8, label="OOD = ID")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(dataset)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
+
+
+def plot_cost(table, path, variant_order=None) -> None:
+  """Test top-1 vs training GFLOPs of the chosen point (log axis): colour = variant, marker = shots."""
+  _scatter(table, path, variant_order, x_of=lambda r: r.get("train_gflops") or None,
+           y_of=lambda r: r["acc_mean"], xlabel="training GFLOPs (chosen point, log)",
+           ylabel="test top-1 accuracy (%)", logx=True)
+
+
+def plot_ood(table, path, variant_order=None) -> None:
+  """OOD top-1 (mean over shifts) vs in-distribution test top-1, with the diagonal."""
+  _scatter(table, path, variant_order, x_of=lambda r: r["acc_mean"],
+           y_of=lambda r: r.get("ood_mean"), xlabel="in-distribution test top-1 (%)",
+           ylabel="OOD top-1 (%), mean over shifted test sets", diagonal=True)
+
+
+def write_all(rows: list[dict], workdir: str, variant_order: list[str] | None = None, *,
+              reference: str = "full_finetune", best_test: str = "ci",
+              level: float = 0.95) -> list[dict]:
+  """Every output file; returns the aggregated table."""
   table = aggregate(rows)
-  write_csv(table, os.path.join(workdir, "results.csv"))
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(markdown(table, variant_order) + "\n")
+  write_csv(_per_cell_csv(rows), os.path.join(workdir, "results.csv"))
+  write_csv(table, os.path.join(workdir, "summary.csv"))
+  wd.atomic_write_text(os.path.join(workdir, "results.md"),
+                       markdown(table, variant_order, rows=rows, best_test=best_test,
+                                level=level) + "\n")
+  if any(r["variant"] == reference for r in rows):
+    wd.atomic_write_text(os.path.join(workdir, "comparisons.md"),
+                         comparisons(rows, reference=reference, variant_order=variant_order,
+                                     level=level) + "\n")
   if table:
     plot(table, os.path.join(workdir, "results.png"), variant_order)
+    plot_cost(table, os.path.join(workdir, "cost.png"), variant_order)
+    if any(r.get("ood_mean") is not None for r in table):
+      plot_ood(table, os.path.join(workdir, "ood.png"), variant_order)
   return table

@@ -45,6 +45,12 @@ def get_config(arg=None):
   config.seeds = (0, 1, 2)
   config.shot_overrides = {}
 
+  # No held-out selection: both variants are single fixed points, and choosing anything on
+  # labeled target data would break the unsupervised-adaptation premise. val_fraction = 0 keeps
+  # the source's whole train split and evaluates once on the target's test split.
+  config.protocol = config_dict.ConfigDict({"val_fraction": 0.0})
+  config.shifts = ()
+
   config.variants = config_dict.ConfigDict({"source_only": _variant("source_only"),
                                             "dann": _variant("dann")})
   config.order = ("source_only", "dann")
