@@ -26,7 +26,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # The demo (EfficientNet-Lite0 at 32 px, batch 16) runs with jaxlib's default XLA flags: its train
-# step measured 1.7x faster with them than with the fusion list above (BENCHMARKS.md).
+# step measured 1.67x faster with them than with the fusion list above; `dot,reduce` was 1.28x
+# faster still in one round, not yet used for the demo's measured wall time (BENCHMARKS.md).
 DEMO_XLA_FLAGS ?=
 demo: $(VENV)/.installed
 	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
