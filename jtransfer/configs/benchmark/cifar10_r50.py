@@ -12,7 +12,10 @@ SGD momentum, lr 0.003, 10,000 steps with mixup 0.1 for all 50,000 images) with,
 examples per class, BiT's small-data schedule (500 steps, warmup 100, decays at 200/300/400, no
 mixup), taken from that file's ``Nshot`` config. The seed picks the few-shot examples, the new
 head's init and the data order; each cell is evaluated once, at its end, on the 10,000 test images
-(the test split picks nothing). A killed benchmark resumes where it stopped.
+(the test split picks nothing). The harness's default protocol holds out the last 20 % of the
+train split as validation (docs/benchmark.md), so 'all' trains on 40,000 images and the few-shot
+draws come from those; no variant here searches a grid, so validation is only reported. A killed
+benchmark resumes where it stopped.
 
 Variants:
   linear_probe_cached  softmax regression (full-batch Adam) on cached pre_logits features
