@@ -22,9 +22,7 @@ repetition, so a busy neighbour slows them alike: the ratios are meaningful on a
 even when the absolute times are not. Reported: medians, and ``os.getloadavg()`` before and after.
 
 jtransfer variants: ``--conv_impls`` × ``--flag_sets``. The conv implementation goes to the model
-as ``models.create(..., conv_impl=...)`` (the ResNets' model option); for a model without that
-option a shim (``intercept_convs``) computes every ``nn.Conv`` of the model with
-``jtransfer.models.conv.conv`` and the same kernel instead; the table says which one ran.
+as ``models.create(..., conv_impl=...)``, the ResNets' model option.
 
 ``--convs``: every distinct convolution of ResNet-18 at 32 px (ImageNet stem, batch 128) and
 224 px (batch 32) — shapes read from the model itself — per direction, as XLA's convolution and as
@@ -72,64 +70,15 @@ PAUSE_S = 0.02
 # The jtransfer side (imported in workers only, after XLA_FLAGS is set).
 
 
-def intercept_convs(impl: str):
-  """A flax interceptor computing every ``nn.Conv.__call__`` with ``jtransfer.models.conv.conv``.
-
-  The shim for models that do not take ``conv_impl`` yet: the module's own kernel (same param
-  tree, same dtype promotion) goes through ``conv(..., plan=impl)``. ``init`` (no kernel yet) and
-  anything but a bias-free 2-D ``nn.Conv`` run unchanged.
-  """
-  import flax.linen as nn
-  from flax.linen import dtypes
-
-  from jtransfer.models import conv as conv_lib
-
-  def interceptor(next_fun, args, kwargs, context):
-    mod = context.module
-    if (type(mod) is not nn.Conv or context.method_name != "__call__" or mod.use_bias
-        or not mod.has_variable("params", "kernel") or args[0].ndim != 4):
-      return next_fun(*args, **kwargs)
-    x, kernel = dtypes.promote_dtype(args[0], mod.get_variable("params", "kernel"), dtype=mod.dtype)
-    strides = mod.strides if not isinstance(mod.strides, int) else (mod.strides,) * 2
-    return conv_lib.conv(x, kernel, strides=tuple(strides or (1, 1)), padding=mod.padding,
-                         feature_group_count=mod.feature_group_count, plan=impl)
-  return nn.intercept_methods(interceptor)
-
-
 def jax_model(setting: dict, impl: str, frozen_bn=()):
-  """(model, how): the model with ``conv_impl=impl`` if it takes that option, else the plain
-  model and 'shim' (the caller wraps its applies in ``intercept_convs``)."""
+  """ResNet-18 with ``conv_impl=impl`` (the family's model option)."""
   from jtransfer import models
-  kw = dict(num_classes=NUM_CLASSES, small_stem=setting["small_stem"], frozen_bn=frozen_bn)
-  try:
-    return models.create("resnet18", conv_impl=impl, **kw), "option"
-  except (TypeError, ValueError) as e:
-    if "conv_impl" not in str(e):
-      raise
-  return models.create("resnet18", **kw), ("plain" if impl == "xla" else "shim")
-
-
-def random_variables(model, img):
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from jtransfer import optim
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, img, img, 3)))
-  rng = np.random.default_rng(0)
-
-  def draw(path, s):
-    x = rng.normal(size=s.shape).astype(np.float32)
-    if path.endswith("kernel"):
-      return x * np.sqrt(2.0 / np.prod(s.shape[:-1]), dtype=np.float32)
-    return 1.0 + 0.1 * np.abs(x) if path.endswith(("scale", "var")) else 0.1 * x
-  return optim.rules.map_paths(draw, shapes)
+  return models.create("resnet18", num_classes=NUM_CLASSES, small_stem=setting["small_stem"],
+                       frozen_bn=frozen_bn, conv_impl=impl)
 
 
 def jax_step_worker(spec: dict):
   """Compiles one variant of the steps table; returns (run_once, info)."""
-  import contextlib
-
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -142,21 +91,19 @@ def jax_step_worker(spec: dict):
 
   setting, task, impl = SETTINGS[spec["setting"]], spec["task"], spec["impl"]
   img, batch = setting["img"], setting["batch"]
-  plain, _ = jax_model(setting, "xla")
-  variables = random_variables(plain, img)
+  from bench_freezing import random_variables  # the same random weights as that benchmark
+  variables = random_variables(jax_model(setting, "xla"), img)
   params, stats = variables["params"], variables["batch_stats"]
   rules = (((r"^fc/", 1.0), (r".*", "frozen")) if task == "probe" else ((".*", 1.0),))
   labels = optim.label_params(params, rules)
-  model, how = jax_model(setting, impl, optim.frozen_bn_patterns(labels, "frozen"))
-  scope = (lambda: intercept_convs(impl)) if how == "shim" else contextlib.nullcontext
+  model = jax_model(setting, impl, optim.frozen_bn_patterns(labels, "frozen"))
   rng = np.random.default_rng(0)
   data = {"image": jnp.asarray(rng.normal(size=(batch, img, img, 3)), jnp.float32),
           "label": jnp.asarray(rng.integers(0, NUM_CLASSES, size=(batch,)), jnp.int32)}
 
   if task == "forward":
     def forward(v, x):
-      with scope():
-        return model.apply(v, x, train=False)[0]
+      return model.apply(v, x, train=False)[0]
     args = [variables, data["image"]]
     compiled = jax.jit(forward).lower(*args).compile()
     threaded = False
@@ -164,11 +111,7 @@ def jax_step_worker(spec: dict):
     cfg = optim.get_config()
     cfg.weight_decay = WEIGHT_DECAY
     tx = optim.build_optimizer(cfg, rules, params, total_steps=100)
-    loss = losses.make_loss_fn(model, get_loss_config())
-
-    def loss_fn(*a):
-      with scope():
-        return loss(*a)
+    loss_fn = losses.make_loss_fn(model, get_loss_config())
     step = make_train_step(loss_fn, tx, optim.trainable_mask(labels))
     state = TrainState.create(params=params, batch_stats=stats, tx=tx)
     args = [state, data, jax.random.key(0)]
@@ -180,7 +123,7 @@ def jax_step_worker(spec: dict):
     jax.block_until_ready(out)
     if threaded:
       args[0] = out[0]
-  info = {"how": how, "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__}
+  info = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__}
   return run_once, info
 
 
@@ -452,7 +395,7 @@ def bench_steps(args):
                   for fs in args.flag_sets.split(",")]
   groups = ([[r] for r in rows] if args.interleave == "row" else
             [[r for r in rows if r[0] == s] for s in dict.fromkeys(r[0] for r in rows)])
-  results = []  # (setting, task, label, seconds of each repetition, how, loads)
+  results = []  # (setting, task, label, seconds of each repetition, load before, load after)
   for group in groups:
     specs = []
     for setting, task in group:
@@ -467,7 +410,7 @@ def bench_steps(args):
       sec = statistics.median(ts)
       s = w.spec
       results.append((s["setting"], s["task"], variant_label(s, s.get("flag_set")), ts,
-                      w.info.get("how", ""), before, after))
+                      before, after))
       print(f"  {s['setting']:>4} {s['task']:<8} {variant_label(s, s.get('flag_set')):<22} "
             f"median {sec * 1e3:8.1f} ms (min {min(ts) * 1e3:8.1f})  "
             f"{SETTINGS[s['setting']]['batch'] / sec:8.1f} img/s  {w.info}", flush=True)
@@ -495,10 +438,9 @@ def print_steps_table(rows, results, *, statistic: str):
     torch_sec = pick(mine["torch"][3])
     cells = []
     for l in labels:
-      sec, how = pick(mine[l][3]), mine[l][4]
-      shim = " shim" if how == "shim" else ""
-      cells.append(f"{batch / sec:.1f} ({torch_sec / sec:.2f}×){shim}")
-    b, a = mine["torch"][5], mine["torch"][6]
+      sec = pick(mine[l][3])
+      cells.append(f"{batch / sec:.1f} ({torch_sec / sec:.2f}×)")
+    b, a = mine["torch"][4], mine["torch"][5]
     print(f"| {names[setting]} | {tasks[task]} | {batch / torch_sec:.1f} | " + " | ".join(cells)
           + f" | {b[0]:.1f} → {a[0]:.1f} |")
 
