@@ -360,15 +360,6 @@ def ensure_pretrained(config, workdir: str, stream: TextIO) -> str:
 # --- evaluation of fixed variables (the chosen point on test and shifts; WiSE on validation) ---
 
 
-@functools.lru_cache(maxsize=None)
-def _eval_step(model_json: str, num_classes: int) -> tuple[Callable, Any]:
-  """The trainer's own eval program for a model config (so WiSE at α = 1 scores exactly what
-  its fine-tune scored: one compiled program, not a numerically different twin)."""
-  par = parallel.create("jit")
-  model = trainer.build_model(config_dict.ConfigDict(json.loads(model_json)), num_classes)
-  return evaluate_lib.make_eval_step(model, par), par
-
-
 def _pp_for(data_cfg, shift: tuple[str, int] | None, shift_seed: int) -> list | None:
   if shift is None:
     return data_cfg.pp_eval
@@ -388,8 +379,10 @@ def _eval_cfg(data_cfg, split: str, pp_eval):
 def evaluate_variables(model_cfg, num_classes: int, variables: dict, data_cfg, split: str, *,
                        pp_eval=None) -> dict:
   """Top-1 (and the other metrics) of ``variables`` of ``model_cfg``'s model on ``split``."""
-  step, par = _eval_step(json.dumps(json.loads(model_cfg.to_json_best_effort()), sort_keys=True),
-                         int(num_classes))
+  # The trainer's own shared eval program (so WiSE at α = 1 scores exactly what its fine-tune
+  # scored: one compiled program, not a numerically different twin).
+  par = parallel.create("jit")
+  step = trainer.eval_step(trainer.build_model(model_cfg, int(num_classes)), par)
   cfg = _eval_cfg(data_cfg, split, pp_eval)
   source = _eval_batches(json.dumps(json.loads(cfg.to_json_best_effort()), sort_keys=True))
   m = evaluate_lib.evaluate(step, variables, source, par)

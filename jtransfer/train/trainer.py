@@ -314,15 +314,19 @@ def _actions(run: Run, ls: loop.LoopState) -> list:
   return actions
 
 
+def eval_step(model: Any, par: Any) -> Callable:
+  """The compiled eval step of ``model`` under ``par``, shared by every run of the process."""
+  return programs.shared(("eval", model, programs.device_key(par)),
+                         lambda: evaluate_lib.make_eval_step(model, par))
+
+
 def _evaluators(run: Run) -> dict:
   """``{name: fn(state) -> metrics}``: the run's eval split (top-1 and the rest)."""
-  model = build_model(run.config.model, run.num_classes)
-  eval_step = programs.shared(("eval", model, programs.device_key(run.par)),
-                              lambda: evaluate_lib.make_eval_step(model, run.par))
+  step = eval_step(build_model(run.config.model, run.num_classes), run.par)
   pi, pc = jax.process_index(), jax.process_count()
 
   def classification(state):
-    return evaluate_lib.evaluate(eval_step, eval_variables(state, use_ema=run.eval_ema), run.source,
+    return evaluate_lib.evaluate(step, eval_variables(state, use_ema=run.eval_ema), run.source,
                                  run.par, process_index=pi, process_count=pc)
 
   return {"classification": classification}
@@ -429,6 +433,6 @@ def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Calla
     writer.close()
 
 
-__all__ = ["NonFiniteLossError", "Phases", "Run", "build_model", "create_state", "eval_variables",
-           "export", "extra_inputs", "init_variables", "make_train_step", "program_key", "setup",
+__all__ = ["NonFiniteLossError", "Phases", "Run", "build_model", "create_state", "eval_step",
+           "eval_variables", "export", "extra_inputs", "init_variables", "make_train_step", "program_key", "setup",
            "train", "train_and_evaluate"]
