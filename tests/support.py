@@ -40,6 +40,27 @@ def tiny_config(**train_overrides):
   return c
 
 
+def tiny_experiment(dataset: str = "uci_digits", steps: int = 2, init: str = ""):
+  """A benchmark cell's base on real offline data, shrunk: small-stem ResNet-18 with 8 base
+  planes at 8 px, batch 16, ``steps`` steps, one evaluation at the end, the last step exported."""
+  c = config_lib.get_base_config()
+  c.model.small_stem = True
+  c.model.base_planes = 8
+  c.model.init = init
+  c.data.dataset = dataset
+  c.data.image_size = 8
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 500
+  c.optim.warmup_steps = 0
+  c.train.num_steps = steps
+  c.train.eval_every = 0
+  c.train.ckpt_every = 0
+  c.train.export = "last"
+  c.train.tensorboard = False
+  c.train.progress = False
+  return c
+
+
 def tiny_arrays(num_train: int = 48, num_eval: int = 20, num_classes: int = 4, size: int = 8,
                 seed: int = 0):
   """Learnable toy images: each class brightens its own quadrant-ish pattern, plus noise."""

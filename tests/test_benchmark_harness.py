@@ -5,29 +5,15 @@ import os
 
 from ml_collections import config_dict
 import pytest
+import support
 
 from jtransfer import optim
 from jtransfer import workdir as wd
 from jtransfer.benchmark import harness
-from jtransfer.train import config as train_config
 
 
 def _experiment(dataset, steps):
-  c = train_config.get_base_config()
-  c.model.small_stem = True
-  c.model.base_planes = 8
-  c.data.dataset = dataset
-  c.data.image_size = 8
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 500
-  c.optim.warmup_steps = 0
-  c.train.num_steps = steps
-  c.train.eval_every = 0
-  c.train.ckpt_every = 0
-  c.train.export = "last"
-  c.train.tensorboard = False
-  c.train.progress = False
-  return c
+  return support.tiny_experiment(dataset, steps)
 
 
 def tiny_config():

@@ -10,32 +10,17 @@ import jax
 from ml_collections import config_dict
 import numpy as np
 import pytest
+import support
 
 from jtransfer import data, models, optim, weights
 from jtransfer.benchmark import harness
 from jtransfer.data import sources
-from jtransfer.train import config as train_config
 
 SHIFT = ("gaussian_noise", 3)
 
 
 def _experiment(init: str):
-  c = train_config.get_base_config()
-  c.model.small_stem = True
-  c.model.base_planes = 8
-  c.model.init = init
-  c.data.dataset = "uci_digits"
-  c.data.image_size = 8
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 500
-  c.optim.warmup_steps = 0
-  c.train.num_steps = 2
-  c.train.eval_every = 0
-  c.train.ckpt_every = 0
-  c.train.export = "last"
-  c.train.tensorboard = False
-  c.train.progress = False
-  return c
+  return support.tiny_experiment("uci_digits", 2, init=init)
 
 
 def _config(init: str):
