@@ -138,3 +138,31 @@ def test_state_of_unchanged_rules_carries_across_phases():
   assert int(new.inner_state[1].count) == 3  # ... while the schedule follows the global step.
   fresh = _partition(optim.init_opt_state(tx_b, TREE, step=3))["^head/ lr×1"]
   assert int(fresh.inner_state[0].count) == 0
+
+
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_the_learning_rate_as_an_input_gives_the_same_updates(name):
+  """lr_input=True builds for lr 1 and the caller scales the updates by cfg.lr: the same run
+  (warmup and cosine, decay, clipping, a second group at its own lr) up to rounding."""
+  tree = {"fc": {"kernel": jnp.full((3, 3), 2.0)}, "head": {"kernel": jnp.full((2, 2), -1.0)}}
+  rules = [(r"^head/", {"lr_mult": 2.0, "schedule": {"lr": 0.05}}), (r".*", 0.5)]
+  cfg = _cfg(name=name, lr=0.3, schedule="warmup_cosine", warmup_steps=2, weight_decay=0.1,
+             wd_mask=".*", clip_norm=5.0)
+  baked = optim.build_optimizer(cfg, rules, tree, total_steps=6)
+  scaled = optim.build_optimizer(cfg, rules, tree, total_steps=6, lr_input=True)
+  a = b = tree
+  sa, sb = optim.init_opt_state(baked, tree), optim.init_opt_state(scaled, tree)
+  for i in range(5):
+    grads = jax.tree.map(lambda x: jnp.sin(x * (i + 1.0)) + 0.3, a)
+    ua, sa = baked.update(grads, sa, a)
+    ub, sb = scaled.update(grads, sb, b)
+    a = optax.apply_updates(a, ua)
+    b = optax.apply_updates(b, jax.tree.map(lambda u: u * cfg.lr, ub))
+  assert not np.allclose(a["fc"]["kernel"], tree["fc"]["kernel"])
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_the_learning_rate_as_an_input_must_be_positive():
+  with pytest.raises(ValueError, match="lr must be > 0"):
+    optim.build_optimizer(_cfg(lr=0.0), PROBE, TREE, total_steps=10, lr_input=True)

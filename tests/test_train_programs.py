@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import support
 
-from jtransfer import weights
-from jtransfer.train import programs, trainer
+from jtransfer import optim, tasks, weights
+from jtransfer.train import parallel, programs, trainer
 
 
 def _run(config, path, seed: int) -> tuple[dict, dict]:
@@ -47,19 +47,42 @@ def test_a_second_seed_reuses_the_programs_and_matches_a_fresh_compile(tmp_path)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(seed0_vars), jax.tree.leaves(fresh_vars)))
 
 
-def test_a_different_learning_rate_is_a_different_program(tmp_path):
+def test_a_different_learning_rate_shares_the_program_and_matches_a_fresh_compile(tmp_path):
   config = support.tiny_config(num_steps=2, eval_every=2, ckpt_every=2)
   programs.clear()
-  _run(config, tmp_path / "a", seed=0)
+  _, slow_vars = _run(config, tmp_path / "a", seed=0)
   misses = programs.stats()["misses"]
   config.optim.lr = 0.01
-  _run(config, tmp_path / "b", seed=0)
-  assert programs.stats()["misses"] == misses + 1  # a new train step; init and eval are shared
+  _, shared_vars = _run(config, tmp_path / "b", seed=0)
+  assert programs.stats()["misses"] == misses  # the learning rate is an input of the step
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(slow_vars),
+                                                      jax.tree.leaves(shared_vars)))
+  programs.clear()
+  _, fresh_vars = _run(config, tmp_path / "c", seed=0)
+  for a, b in zip(jax.tree.leaves(shared_vars), jax.tree.leaves(fresh_vars), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_rule_with_its_own_learning_rate_keys_the_program_on_the_base_one():
+  params = {"fc": {"kernel": np.zeros((2, 2), np.float32)}}
+  own = [(".*", {"lr_mult": 1.0, "schedule": {"lr": 0.5}})]
+  plain = [(".*", 1.0)]
+  par = parallel.create("jit")
+  keys = {}
+  for lr in (0.1, 0.2):
+    config = support.tiny_config()
+    config.optim.lr = lr
+    for name, rules in (("own", own), ("plain", plain)):
+      phase = optim.Phase(start_step=0, param_rules=tuple(rules))
+      keys[name, lr] = trainer.program_key(config, tasks.Task(config), phase, params, 10, par)
+  assert keys["plain", 0.1] == keys["plain", 0.2]
+  assert keys["own", 0.1] != keys["own", 0.2]
 
 
 @pytest.mark.parametrize("field,value", [
     ("train.seed", 7), ("data.shots", 5), ("data.fewshot_seed", 3), ("model.init", "/w"),
     ("data.train_split", "train[:10]"), ("train.eval_every", 9), ("loss.distill.teacher", "/t"),
+    ("optim.lr", 0.5),
 ])
 def test_run_only_fields_leave_the_key(field, value):
   config = support.tiny_config()
@@ -69,7 +92,7 @@ def test_run_only_fields_leave_the_key(field, value):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("optim.lr", 0.5), ("train.num_steps", 99), ("loss.label_smoothing", 0.1),
+    ("optim.b1", 0.5), ("train.num_steps", 99), ("loss.label_smoothing", 0.1),
     ("freezing.l2sp_alpha", 0.1), ("model.base_planes", 16), ("optim.ema_decay", 0.9),
     ("data.batch_size", 3), ("data.mixup_alpha", 0.2), ("adapt.gamma", 3.0),
 ])

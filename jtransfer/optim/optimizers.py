@@ -59,7 +59,7 @@ def group_optimizer(cfg, schedule: Callable) -> optax.GradientTransformation:
 
 
 def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
-                    schedule_start: int = 0) -> optax.GradientTransformation:
+                    schedule_start: int = 0, lr_input: bool = False) -> optax.GradientTransformation:
   """The transform for ``params`` under ``rules`` (see ``optim.label_params``).
 
   Args:
@@ -68,6 +68,12 @@ def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
     params: the parameter tree (only its structure and paths are read).
     total_steps: global step where the schedules end.
     schedule_start: global step where the schedules start (``Phase.schedule_start``).
+    lr_input: build every schedule for a peak learning rate of 1 (× the rule's multiplier; a rule
+      that sets its own ``lr`` gets ``lr / cfg.lr``): the caller multiplies the updates by
+      ``cfg.lr`` (``train.step``'s ``lr`` argument), so runs that differ only in ``cfg.lr`` share
+      one compiled program. Exact up to float rounding: every optimizer here is linear in its
+      learning rate for a learning rate constant over the run (each scales its final update, or
+      its momentum of already-scaled updates).
 
   Learning rates follow the GLOBAL step: ``init_opt_state(tx, params, step=...)`` sets the
   schedules' counters to it.
@@ -81,6 +87,8 @@ def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
     raise ValueError(f"wd_mask {cfg.wd_mask!r} matches no parameter; weight decay would do nothing")
   if cfg.clip_norm is not None and cfg.clip_norm <= 0:
     raise ValueError(f"clip_norm must be > 0 or None, got {cfg.clip_norm}")
+  if lr_input and not cfg.lr > 0:
+    raise ValueError(f"lr must be > 0, got {cfg.lr}")
   labels = rules_lib.label_params(params, rules)
   by_label = rules_lib.rules_by_label(rules)
   transforms = {}
@@ -89,8 +97,13 @@ def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
     if rule.frozen:
       transforms[label] = optax.set_to_zero()
     else:
+      overrides = dict(rule.schedule)
+      lr_mult = rule.lr_mult
+      if lr_input:  # peak = lr_mult × (own lr or cfg.lr) / cfg.lr; the step applies cfg.lr
+        lr_mult *= float(overrides.pop("lr", cfg.lr)) / float(cfg.lr)
+        overrides["lr"] = 1.0
       schedule = make_schedule(cfg, total_steps=total_steps, start_step=schedule_start,
-                               lr_mult=rule.lr_mult, overrides=dict(rule.schedule))
+                               lr_mult=lr_mult, overrides=overrides)
       transforms[label] = group_optimizer(cfg, schedule)
   tx = optax.partition(transforms, labels)
   if cfg.clip_norm is not None:

@@ -12,7 +12,8 @@ an earlier run built, so the second run only calls it.
 
 The train-step key is conservative: the run's whole config except the fields in ``RUN_ONLY``
 (fields that never enter a compiled program: which examples and how the host prepares them, weight
-paths, the seed, which is an argument of the step, and logging/checkpoint cadence; input shapes
+paths, the seed and the peak learning rate, which are arguments of the step
+(``trainer.extra_inputs``), and logging/checkpoint cadence; input shapes
 need no key, ``jax.jit`` retraces for new ones), plus what the config does not say (number
 of classes, phase and its rules, parameter shapes, the device layout, the task's own key). A field
 added to the config later is part of the key until someone proves it is run-only. Programs held
@@ -33,7 +34,7 @@ RUN_ONLY = (
     "data.dataset", "data.train_split", "data.eval_split", "data.shots", "data.fewshot_seed",
     "data.vtab1k", "data.data_dir", "data.cache", "data.repeat_small", "data.pp_train",
     "data.pp_eval", "data.normalize", "data.shuffle_buffer", "data.prefetch", "data.skip_corrupt",
-    "model.init", "model.init_skip", "loss.distill.teacher",
+    "model.init", "model.init_skip", "loss.distill.teacher", "optim.lr",
     "train.seed", "train.eval_every", "train.ckpt_every", "train.log_every", "train.keep",
     "train.export", "train.tensorboard", "train.progress", "train.patience", "train.best_metric",
     "train.best_mode", "train.resume_from_step", "train.distributed",

@@ -90,7 +90,11 @@ def _ema(ema, new_trainable, mask_leaves, treedef, decay):
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
                     axis_name: str | None = None, accum_steps: int = 1,
                     ema_decay: float | None = None):
-  """``step_fn(state, batch, rng) -> (state, metrics)``, pure, for jax.jit or jax.pmap.
+  """``step_fn(state, batch, rng, lr=None) -> (state, metrics)``, pure, for jax.jit or jax.pmap.
+
+  ``lr``: a scalar the updates are multiplied by, for a ``tx`` built with
+  ``optim.build_optimizer(..., lr_input=True)``: the learning rate is then an input of the
+  compiled step, not a constant in it.
 
   Args:
     loss_fn: see the module docstring; its metrics are averaged like the loss.
@@ -116,7 +120,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
   compute = (functools.partial(_grads, loss_fn, mask_leaves) if accum_steps == 1 else
              functools.partial(_accumulate, loss_fn, mask_leaves, accum_steps))
 
-  def step_fn(state: TrainState, batch, rng: jax.Array):
+  def step_fn(state: TrainState, batch, rng: jax.Array, lr: jax.Array | None = None):
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -130,6 +134,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
     full_g = _merge(g, [jnp.zeros_like(x) for x in frozen], mask_leaves, treedef)
     updates, opt_state = tx.update(full_g, state.opt_state, state.params)
     u, _, _ = _split(updates, mask_leaves, "updates")
+    if lr is not None:  # the learning rate as an input (optim.build_optimizer(..., lr_input=True))
+      u = [x * jnp.asarray(lr, x.dtype) for x in u]
     new_trainable = optax.apply_updates(trainable, u)
     params = _merge(new_trainable, frozen, mask_leaves, treedef)
     ema = state.ema_params

@@ -77,8 +77,9 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
   """The train step of one phase, compiled by ``par`` (jit over the mesh, or pmap).
 
   ``extra`` (replicated, passed at every call rather than baked into the program) holds the run's
-  rng key data (``extra_inputs``), the task's inputs (a teacher's variables) and the L2-SP anchor
-  when those are used; so runs that differ only in seed, data or weights share one program
+  rng key data and peak learning rate (``extra_inputs``; ``tx`` is built with ``lr_input=True``),
+  the task's inputs (a teacher's variables) and the L2-SP anchor when those are used; so runs
+  that differ only in seed, learning rate, data or weights share one program
   (``programs``). The task's loss is built inside the step, so it can follow ``state.step`` (a
   schedule over training progress).
   """
@@ -95,14 +96,15 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
     loss_fn = task.loss_fn(model, step=state.step, extra=extra, l2sp=l2sp, trainable=mask)
     step_fn = make_step_fn(loss_fn, tx, mask, axis_name=par.axis_name,
                            accum_steps=config.optim.accum_steps, ema_decay=config.optim.ema_decay)
-    return step_fn(state, batch, jax.random.wrap_key_data(extra["rng"]))
+    return step_fn(state, batch, jax.random.wrap_key_data(extra["rng"]), lr=extra["lr"])
 
   return par.compile(step)
 
 
 def extra_inputs(config: Any, task: Any, variables: dict) -> dict:
   """What every train step receives besides state and batch (``make_train_step``), host side."""
-  extra = {"rng": np.asarray(jax.random.key_data(jax.random.key(int(config.train.seed))))}
+  extra = {"rng": np.asarray(jax.random.key_data(jax.random.key(int(config.train.seed)))),
+           "lr": np.float32(config.optim.lr)}
   extra.update(task.extra_inputs())
   if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
     extra["anchor"] = variables["params"]
@@ -111,9 +113,15 @@ def extra_inputs(config: Any, task: Any, variables: dict) -> dict:
 
 def program_key(config: Any, task: Any, phase: Any, params: Any, num_classes: int,
                 par: Any) -> tuple:
-  """What defines a phase's compiled train step (``programs.shared``'s key)."""
+  """What defines a phase's compiled train step (``programs.shared``'s key).
+
+  ``optim.lr`` is an input of the step, except where a rule sets its own ``lr``: that group's
+  multiplier is ``own lr / optim.lr``, a constant of the program.
+  """
+  own_lr = any("lr" in dict(r.schedule) for r in optim.parse_rules(phase.param_rules))
   return ("train", programs.config_key(config), task.program_key(), repr(phase), int(num_classes),
-          programs.shapes_key(params), programs.device_key(par))
+          programs.shapes_key(params), programs.device_key(par),
+          float(config.optim.lr) if own_lr else None)
 
 
 @dataclasses.dataclass
@@ -140,7 +148,8 @@ class Phases:
                                bn_axis_name=self.par.axis_name)
       self.tx = optim.build_optimizer(self.config.optim, rules, self.params,
                                       total_steps=self.config.train.num_steps,
-                                      schedule_start=self.phases[index].schedule_start)
+                                      schedule_start=self.phases[index].schedule_start,
+                                      lr_input=True)
       task = self.task if self.task is not None else tasks.Task(self.config)
       key = program_key(self.config, task, self.phases[index], self.params, self.num_classes,
                         self.par)
