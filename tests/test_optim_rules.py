@@ -64,6 +64,7 @@ def test_frozen_bn_patterns_picks_batchnorms_whose_params_are_all_frozen():
             "layer2": {"0": {"bn2": {"scale": "frozen", "bias": "frozen"}}}}
   assert optim.frozen_bn_patterns(labels, "frozen") == ("^bn1$", "^layer2/0/bn2$")
   assert optim.frozen_bn_patterns(labels, "adapt") == ()
+  assert optim.frozen_bn_patterns(labels, "running") == ("^bn1$", "^layer1/0/bn1$", "^layer2/0/bn2$")
   with pytest.raises(ValueError, match="Unknown bn_mode"):
     optim.frozen_bn_patterns(labels, "train")
 

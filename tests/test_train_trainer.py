@@ -159,3 +159,18 @@ def test_distillation_in_bf16_from_a_wider_teachers_export(finished_run, tmp_pat
   lines = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))
   assert all(np.isfinite(l["train/distill_kl"]) for l in lines if "train/loss" in l)
   assert np.isfinite(result["eval"]["loss"])
+
+
+def test_bn_mode_running_trains_scale_and_bias_but_keeps_the_statistics(tmp_path):
+  config = testing.tiny_config(num_steps=2, eval_every=2, ckpt_every=2)
+  config.freezing.bn_mode = "running"
+  source = testing.tiny_source()
+  trainer.train_and_evaluate(config, str(tmp_path / "run"), source=source)
+  tuned = weights.load(str(tmp_path / "run" / "export"))
+  model = trainer.build_model(config.model, source.info.num_classes)
+  start, _ = trainer.init_variables(model, config.model, source.info.image_shape,
+                                    config.train.seed)
+  for a, b in zip(jax.tree.leaves(start["batch_stats"]), jax.tree.leaves(tuned["batch_stats"]),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(start["params"]["bn1"]["scale"], tuned["params"]["bn1"]["scale"])

@@ -296,10 +296,12 @@ def _apply(cfg, overrides, where: str) -> None:
 
 
 def _surgical_freezing(arch: str, stage: int, base_fz) -> config_dict.ConfigDict:
-  """Only ``stages[stage]`` and the head train ('custom' rules from the family's spec)."""
+  """Only ``stages[stage]`` and the head train ('custom' rules from the family's spec); the head
+  at the base freezing's ``head_lr_mult``, BatchNorms in its ``bn_mode``."""
   spec = models.get_spec(arch)
   fz = optim.get_freezing_config("custom")
-  fz.param_rules = [(spec.head, 1.0), (spec.stages[stage], 1.0), (".*", "frozen")]
+  head_lr_mult = float(dict(base_fz.get("strategy_args") or {}).get("head_lr_mult", 1.0))
+  fz.param_rules = [(spec.head, head_lr_mult), (spec.stages[stage], 1.0), (".*", "frozen")]
   fz.bn_mode = base_fz.bn_mode
   return fz
 

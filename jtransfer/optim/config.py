@@ -104,7 +104,8 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   # None = the model family's.
   c.head = config_dict.placeholder(str)
   # 'frozen': BatchNorms whose parameters are all frozen use (and keep) their running statistics;
-  # 'adapt': every BatchNorm updates its statistics in training, even in a frozen backbone.
+  # 'adapt': every BatchNorm updates its statistics in training, even in a frozen backbone;
+  # 'running': every BatchNorm, trainable or not, uses (and keeps) its running statistics.
   c.bn_mode = "frozen"
   # L2-SP: coefficient of ||w - w_pretrained||^2 / 2 over the non-head parameters (0 = off).
   c.l2sp_alpha = float(l2sp.get("alpha", 0.0))

@@ -67,9 +67,9 @@ def full_ft(*, stages, head, head_lr_mult: float = 1.0) -> list[Phase]:
   return [Phase(0, ((head, head_lr_mult), (".*", 1.0)))]
 
 
-def layerwise_decay(*, stages, head, decay: float = 0.7) -> list[Phase]:
-  """Everything trains; the learning rate is × decay per stage from the head down."""
-  return [Phase(0, _top_rules(stages, head, len(stages), decay=decay))]
+def layerwise_decay(*, stages, head, decay: float = 0.7, head_lr_mult: float = 1.0) -> list[Phase]:
+  """Everything trains; the learning rate is × decay per stage from the head (× head_lr_mult) down."""
+  return [Phase(0, _top_rules(stages, head, len(stages), decay=decay, head_lr_mult=head_lr_mult))]
 
 
 def gradual_unfreezing(*, stages, head, unfreeze_steps: tuple = (), decay: float = 1.0

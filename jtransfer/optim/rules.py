@@ -23,7 +23,7 @@ import jax
 from jtransfer.optim.schedules import SCHEDULE_FIELDS
 
 FROZEN = "frozen"
-BN_MODES = ("frozen", "adapt")
+BN_MODES = ("frozen", "adapt", "running")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +168,10 @@ def frozen_bn_patterns(labels, bn_mode: str = "frozen") -> tuple[str, ...]:
   """Regexes for ``models.create(frozen_bn=...)``: every BatchNorm whose parameters are all frozen.
 
   A BatchNorm is a module whose parameters are ``scale`` (and ``bias``). ``bn_mode='adapt'`` returns
-  ``()``: every BatchNorm then updates its statistics in training.
+  ``()``: every BatchNorm then updates its statistics in training. ``bn_mode='running'`` returns
+  every BatchNorm, trainable or not: all normalise with (and keep) their running statistics while
+  trainable scale/bias still learn (Detectron's FrozenBatchNorm), so a short or small-batch
+  fine-tune trains the very network it is evaluated as.
   """
   if bn_mode not in BN_MODES:
     raise ValueError(f"Unknown bn_mode {bn_mode!r}; known: {', '.join(BN_MODES)}")
@@ -181,6 +184,7 @@ def frozen_bn_patterns(labels, bn_mode: str = "frozen") -> tuple[str, ...]:
   patterns = []
   for module, leaves in modules.items():
     names = {leaf for leaf, _ in leaves}
-    if "scale" in names and names <= {"scale", "bias"} and all(l == FROZEN for _, l in leaves):
+    frozen = all(l == FROZEN for _, l in leaves) or bn_mode == "running"
+    if "scale" in names and names <= {"scale", "bias"} and frozen:
       patterns.append(f"^{re.escape(module)}$")
   return tuple(patterns)
