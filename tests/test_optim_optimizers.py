@@ -163,6 +163,10 @@ def test_the_learning_rate_as_an_input_gives_the_same_updates(name):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-def test_the_learning_rate_as_an_input_must_be_positive():
-  with pytest.raises(ValueError, match="lr must be > 0"):
-    optim.build_optimizer(_cfg(lr=0.0), PROBE, TREE, total_steps=10, lr_input=True)
+def test_the_learning_rate_as_an_input_may_be_zero_unless_a_rule_is_relative_to_it():
+  optim.build_optimizer(_cfg(lr=0.0), PROBE, TREE, total_steps=10, lr_input=True)
+  own = [(r"^head/", {"lr_mult": 1.0, "schedule": {"lr": 0.1}}), (r".*", "frozen")]
+  with pytest.raises(ValueError, match=r"sets its own lr relative to optim.lr, which must then be > 0"):
+    optim.build_optimizer(_cfg(lr=0.0), own, TREE, total_steps=10, lr_input=True)
+  with pytest.raises(ValueError, match="lr must be >= 0"):
+    optim.build_optimizer(_cfg(lr=-1.0), PROBE, TREE, total_steps=10)

@@ -99,7 +99,8 @@ def test_penalties_cover_only_trainable_leaves_matching_the_pattern():
 def _one_update(config, params, stats, batch):
   """One step of trainer.make_train_step (the trainer's wiring of config.loss and config.optim)."""
   rules = [(".*", 1.0)]
-  tx = optim.build_optimizer(config.optim, rules, params, total_steps=10)
+  # As trainer.Phases builds it: the step multiplies the updates by optim.lr.
+  tx = optim.build_optimizer(config.optim, rules, params, total_steps=10, lr_input=True)
   mask = optim.trainable_mask(optim.label_params(params, rules))
   par = parallel.create("jit")
   step = trainer.make_train_step(config, _Toy(), tx, mask, par)

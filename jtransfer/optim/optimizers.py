@@ -87,8 +87,8 @@ def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
     raise ValueError(f"wd_mask {cfg.wd_mask!r} matches no parameter; weight decay would do nothing")
   if cfg.clip_norm is not None and cfg.clip_norm <= 0:
     raise ValueError(f"clip_norm must be > 0 or None, got {cfg.clip_norm}")
-  if lr_input and not cfg.lr > 0:
-    raise ValueError(f"lr must be > 0, got {cfg.lr}")
+  if cfg.lr < 0:
+    raise ValueError(f"lr must be >= 0, got {cfg.lr}")
   labels = rules_lib.label_params(params, rules)
   by_label = rules_lib.rules_by_label(rules)
   transforms = {}
@@ -100,7 +100,11 @@ def build_optimizer(cfg, rules: Iterable[Any], params, *, total_steps: int,
       overrides = dict(rule.schedule)
       lr_mult = rule.lr_mult
       if lr_input:  # peak = lr_mult × (own lr or cfg.lr) / cfg.lr; the step applies cfg.lr
-        lr_mult *= float(overrides.pop("lr", cfg.lr)) / float(cfg.lr)
+        if "lr" in overrides:
+          if not cfg.lr > 0:
+            raise ValueError(f"rule {rule.pattern!r} sets its own lr relative to optim.lr, which "
+                             f"must then be > 0 (got {cfg.lr})")
+          lr_mult *= float(overrides.pop("lr")) / float(cfg.lr)
         overrides["lr"] = 1.0
       schedule = make_schedule(cfg, total_steps=total_steps, start_step=schedule_start,
                                lr_mult=lr_mult, overrides=overrides)

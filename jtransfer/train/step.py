@@ -90,11 +90,8 @@ def _ema(ema, new_trainable, mask_leaves, treedef, decay):
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mask, *,
                     axis_name: str | None = None, accum_steps: int = 1,
                     ema_decay: float | None = None):
-  """``step_fn(state, batch, rng, lr=None) -> (state, metrics)``, pure, for jax.jit or jax.pmap.
-
-  ``lr``: a scalar the updates are multiplied by, for a ``tx`` built with
-  ``optim.build_optimizer(..., lr_input=True)``: the learning rate is then an input of the
-  compiled step, not a constant in it.
+  """``step_fn(state, batch, rng, lr=None) -> (state, metrics)``, pure, for jax.jit or jax.pmap;
+  ``lr`` multiplies the updates (for ``tx = optim.build_optimizer(..., lr_input=True)``).
 
   Args:
     loss_fn: see the module docstring; its metrics are averaged like the loss.
