@@ -32,6 +32,7 @@ def tiny_config():
                           overrides=(("model.base_planes", 4),)),
   })
   c.order = ("ridge", "linear_probe_cached", "full_finetune", "distill")
+  c.zeroshot = {"attributes": "", "splits": 3, "seeds": (0,)}
   return c
 
 
@@ -75,6 +76,17 @@ def test_features_are_extracted_once_per_split(finished):
   workdir, _ = finished
   # pool + validation + test, shared by 4 cells
   assert len(os.listdir(os.path.join(workdir, "features"))) == 3
+
+
+def test_the_zero_shot_section_reads_the_cached_pool_and_test_features(finished):
+  workdir, _ = finished
+  with open(os.path.join(workdir, "zeroshot.json")) as f:
+    out = json.load(f)["uci_digits"]
+  assert len(out["splits"]) == 3
+  assert all(not set(r["seen"]) & set(r["unseen"]) for r in out["splits"])
+  assert 0.0 <= out["summary"]["zsl_unseen"]["mean"] <= 1.0
+  with open(os.path.join(workdir, "zeroshot.md")) as f:
+    assert "| uci_digits | 3 |" in f.read()
 
 
 def test_tables_and_plot(finished):

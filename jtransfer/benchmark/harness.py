@@ -15,7 +15,9 @@ the test split). ``selection='fixed'`` runs the one declared point (budget 1).
 Kinds: 'train' (the one trainer, ``train.train_and_evaluate``), 'surgical' (the trainer with one
 stage of ``models.get_spec(arch).stages`` and the head trainable; the stage is a search key),
 'wise' (WiSE-FT: weight-space interpolation between this cell's ``teacher`` fine-tune's start and
-end points, α a search key; no training), and the feature classifiers ``ridge``, ``knn``,
+end points, α a search key; no training), 'fedavg' (the cell's examples split across clients and
+trained with FedAvg, ``benchmark/fedavg.py``; exported like a trainer run), and the feature
+classifiers ``ridge``, ``knn``,
 ``linear_probe_cached`` (on features extracted once per split and cached; their arguments are
 search keys). Every cell records its cost: trainable parameters, training GFLOPs (XLA's
 cost_analysis of each compiled step × its steps; for cached variants the feature extraction of
@@ -23,7 +25,8 @@ the training examples), wall seconds and peak step memory.
 
 Every finished trial appends one line to ``trials.jsonl`` and every finished cell one line (with
 its full config) to ``results.jsonl``; a restarted benchmark skips both. At the end
-``report.write_all`` writes the tables, comparisons and plots.
+``report.write_all`` writes the tables, comparisons and plots; a ``zeroshot`` section adds
+``zeroshot.{json,md}`` (``zeroshot_section``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import numpy as np
 
 from jtransfer import data, models, optim, tasks, weights
 from jtransfer import workdir as wd
-from jtransfer.benchmark import cost, evaluators, features, report, wise
+from jtransfer.benchmark import cost, evaluators, features, fedavg, report, wise, zeroshot_section
 from jtransfer.data import corruptions
 from jtransfer.train import evaluate as evaluate_lib
 from jtransfer.train import inputs, parallel, trainer
@@ -55,9 +58,10 @@ __all__ = ["Cell", "ConfigKeyError", "FEATURE_KINDS", "KINDS", "SELECTIONS", "Sp
            "default_protocol", "point_id", "points", "run", "splits_for", "validate", "variant"]
 
 FEATURE_KINDS = tuple(evaluators.EVALUATORS)
-KINDS = ("train", "surgical", "wise") + FEATURE_KINDS
+KINDS = ("train", "surgical", "wise", "fedavg") + FEATURE_KINDS
 SELECTIONS = ("val", "fixed")
-TRAINED = ("train", "surgical")
+TRAINED = ("train", "surgical")  # through the trainer
+EXPORTED = TRAINED + ("fedavg",)  # a run dir with config.json and export/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +81,16 @@ def variant(kind: str, *, pretrained: bool = True, freezing=None, overrides=(), 
   """One variant of a benchmark config (the harness's schema; configs build variants with this).
 
   Args:
-    kind: 'train', 'surgical', 'wise', or a feature evaluator: ridge | knn | linear_probe_cached.
+    kind: 'train', 'surgical', 'wise', 'fedavg', or a feature evaluator: ridge | knn |
+      linear_probe_cached | ncm.
     pretrained: start from the benchmark's pretrained weights (else random initialisation).
     freezing: a freezing config (``optim.get_freezing_config(...)``); None = the base's.
     overrides: (dotted key, value) pairs applied to the base experiment (a typo is an error).
     teacher: 'train' (distillation) and 'wise': the variant (same cell, listed earlier) whose
       chosen run is the teacher / the fine-tuned end point.
     args: the kind's own arguments: a feature evaluator's keyword arguments, surgical
-      ``stage`` (an index into the family's stages), wise ``alpha``.
+      ``stage`` (an index into the family's stages), wise ``alpha``, fedavg ``num_clients``,
+      ``alpha`` (0 = IID), ``local_steps``, ``bn_stats``.
     search: ``{key: (values, ...)}``, a grid (the product, in declared order). Keys are dotted
       config keys for 'train'/'surgical' ('optim.lr'), or names of ``args`` ('l2_reg', 'k', 'lr',
       'stage', 'alpha').
@@ -186,7 +192,7 @@ def _check_variant(config, name: str, names: list[str], protocol) -> None:
       raise ValueError(f"{where}: kind 'wise' needs teacher= (the fine-tune it interpolates)")
     if config.variants[v.teacher].kind not in TRAINED:
       raise ValueError(f"{where}.teacher={v.teacher!r} must be a trained variant")
-  allowed = {"wise": {"alpha"}, "surgical": {"stage"}}.get(v.kind)
+  allowed = {"wise": {"alpha"}, "surgical": {"stage"}, "fedavg": set(fedavg.ARGS)}.get(v.kind)
   if v.kind in FEATURE_KINDS:
     allowed = _evaluator_args(v.kind)
   if allowed is not None:
@@ -198,6 +204,11 @@ def _check_variant(config, name: str, names: list[str], protocol) -> None:
       alpha = {**dict(v.args), **p}.get("alpha", 1.0)
       if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"{where}: alpha={alpha!r} outside [0, 1]")
+  if v.kind == "fedavg":
+    for p in grid:
+      fedavg.check_args({**dict(v.args), **p}, where)
+    if v.get("teacher"):
+      raise ValueError(f"{where}: fedavg takes no teacher")
   if v.kind == "surgical":
     stages = models.get_spec(config.base.model.arch).stages
     for p in grid:
@@ -219,6 +230,10 @@ def validate(config) -> None:
   for shots in config.shots:
     if shots != "all" and (not isinstance(shots, int) or shots < 1):
       raise ValueError(f"shots entries must be positive ints or 'all', got {shots!r}")
+  if config.get("zeroshot"):
+    zeroshot_section.check(config.zeroshot)
+    if not any(config.variants[n].kind in FEATURE_KINDS for n in names):
+      raise ValueError("zeroshot: needs a feature-classifier variant (its features are reused)")
   for n, s in _shifts(config):
     if n not in corruptions.CORRUPTIONS or s not in corruptions.SEVERITIES:
       raise ValueError(f"shifts: ({n!r}, {s!r}); names {corruptions.CORRUPTIONS}, severities "
@@ -566,6 +581,17 @@ def _trial(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
     result = trainer.train_and_evaluate(cfg, run_dir)
     rec.update(val=result["eval"], run_dir=run_dir, steps=int(result["step"]),
                **ctx.meter.train(cfg, run_dir, int(result["step"])))
+  elif v.kind == "fedavg":
+    run_dir = _run_dir(ctx.workdir, cell, point)
+    cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, splits=splits)
+    x, y = _few(cell, *fedavg.image_arrays(cfg.data, splits.pool))
+    vx, vy = fedavg.image_arrays(cfg.data, splits.val)
+    num_classes = int(max(y.max(), vy.max()) + 1)
+    out = fedavg.train(cfg, run_dir, x, y, num_classes=num_classes, **args)
+    rec["val"] = evaluate_variables(cfg.model, num_classes, out["variables"], cfg.data, splits.val)
+    rec.update(run_dir=run_dir, steps=int(cfg.train.num_steps), rounds=out["rounds"],
+               bytes_per_round=out["bytes_per_round"], trainable_params=out["trainable_params"],
+               train_gflops=None, peak_bytes=None)
   elif v.kind == "wise":
     start, meta, tuned = _wise_ends(ctx, teacher)
     tcfg = _run_config(teacher["run_dir"])
@@ -690,7 +716,9 @@ def _run_cell(ctx: Context, cell: Cell, trials_done: dict) -> dict:
   if v.kind == "wise":  # zero extra training: its cost is the teacher's
     row["search_gflops"] = teacher["search_gflops"]
     row["wall_s"] = wall + teacher["wall_s"]
-  if v.kind in TRAINED:
+  if v.kind == "fedavg":
+    row["bytes_per_round"] = chosen["bytes_per_round"]
+  if v.kind in EXPORTED:
     with open(os.path.join(chosen["run_dir"], "config.json")) as f:
       row["config"] = json.load(f)
   else:
@@ -698,6 +726,30 @@ def _run_cell(ctx: Context, cell: Cell, trials_done: dict) -> dict:
                                            point=chosen["point"], splits=splits)
                                .to_json_best_effort())
   return row
+
+
+def _zero_shot(ctx: Context) -> dict:
+  """The zero-shot section (``zeroshot_section``) on every dataset's pool and test features."""
+  path = os.path.join(ctx.workdir, "zeroshot.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      out = json.load(f)
+  else:
+    out = {}
+    for dataset in ctx.config.datasets:
+      splits = splits_for(ctx.config, dataset, "all")
+      name = next(n for n in ctx.config.order if ctx.config.variants[n].kind in FEATURE_KINDS)
+      cfg = cell_config(ctx.config, Cell(dataset, name, "all", 0), pretrained=ctx.pretrained,
+                        splits=splits)
+      pool = _feature_arrays(ctx, cfg, None, splits.pool)
+      test = _feature_arrays(ctx, cfg, None, splits.test)
+      num_classes = int(max(pool[1].max(), test[1].max()) + 1)
+      out[dataset] = zeroshot_section.run(ctx.config.zeroshot, num_classes, pool=pool, test=test)
+    wd.atomic_write_json(path, out)
+  table = zeroshot_section.markdown(out)
+  wd.atomic_write_text(os.path.join(ctx.workdir, "zeroshot.md"), table)
+  print(table, file=ctx.stream, flush=True)
+  return out
 
 
 def run(config, workdir: str, *, stream: TextIO = sys.stderr,
@@ -759,6 +811,8 @@ def _run_locked(config, workdir: str, *, stream: TextIO, clock: Callable[[], flo
           f"(val {row['val_top1'] * 100:.1f}%), test top-1 {row['test_top1'] * 100:.1f}%{ood} "
           f"in {wall:.1f} s | elapsed {clock() - start:.0f} s, ETA {eta:.0f} s",
           file=stream, flush=True)
+  if config.get("zeroshot"):
+    _zero_shot(ctx)
   protocol = _protocol(config)
   report.write_all(rows, workdir, variant_order=list(config.order), reference=protocol.reference,
                    best_test=protocol.best_test, level=protocol.level)

@@ -47,14 +47,14 @@ def _parse(arg):
   return set(tokens)
 
 
-def _pp(dataset: str, size: int, norm: dict, *, train: bool) -> list:
+def pp(dataset: str, size: int, norm: dict, *, train: bool) -> list:
   ops = ["decode", {"op": "resize", "size": size}, "grayscale_to_rgb"]
   if train:
     ops.append({"op": "random_crop", "size": size, "padding": size // 8})
   return ops + [{"op": "normalize", "in_max": IN_MAX[dataset], **norm}]
 
 
-def _fz(resnet: bool, strategy: str, **args):
+def freezing_for(resnet: bool, strategy: str, **args):
   """A pretrained variant's freezing. Lite0: every BatchNorm on its running (ImageNet) statistics
   (bn_mode='running': 12 steps of batch 16 would otherwise train a network with batch statistics
   and evaluate it with barely moved running ones), and the new head at 30× the base learning rate
@@ -118,14 +118,14 @@ def get_config(arg=None):
   _base_common(base, steps)
   if not resnet:  # pretrained variants: lr 3e-4 (the head 30x), BatchNorms on running statistics
     base.optim.lr = 3e-4
-    base.freezing = _fz(resnet, "full_ft")
+    base.freezing = freezing_for(resnet, "full_ft")
   config.base = base
 
   config.datasets = ("uci_digits", "mnist5k") if "mnist" in args else ("uci_digits",)
   # Per dataset: its pixel range in the pp lists.
   config.dataset_overrides = {
-      d: (("data.pp_train", _pp(d, size, norm, train=True)),
-          ("data.pp_eval", _pp(d, size, norm, train=False))) for d in IN_MAX}
+      d: (("data.pp_train", pp(d, size, norm, train=True)),
+          ("data.pp_eval", pp(d, size, norm, train=False))) for d in IN_MAX}
   config.shots = (1, 5, "all")
   config.seeds = (0, 1, 2)
   config.shot_overrides = {}  # str(shots) -> (dotted key, value) pairs
@@ -153,14 +153,14 @@ def get_config(arg=None):
                                    search={"lr": (0.01, 0.1)})
   # Prototypical networks' classifier (nearest class mean), cosine or Euclidean on validation.
   v.ncm = _variant("ncm", search={"cosine": (True, False)})
-  v.last_stage = _variant("train", freezing=_fz(resnet, "last_stages", k=2), selection="fixed")
+  v.last_stage = _variant("train", freezing=freezing_for(resnet, "last_stages", k=2), selection="fixed")
   # The learning rate is an input of the compiled step: the grid shares one program.
-  v.full_finetune = _variant("train", freezing=_fz(resnet, "full_ft"), search={"optim.lr": lrs})
-  v.lp_ft = _variant("train", freezing=_fz(resnet, "lp_ft", switch_step=steps // 2),
+  v.full_finetune = _variant("train", freezing=freezing_for(resnet, "full_ft"), search={"optim.lr": lrs})
+  v.lp_ft = _variant("train", freezing=freezing_for(resnet, "lp_ft", switch_step=steps // 2),
                      overrides=(("optim.warmup_steps", 0),), selection="fixed")
-  v.l2sp = _variant("train", freezing=_fz(resnet, "l2sp", alpha=0.01, beta_head=0.01),
+  v.l2sp = _variant("train", freezing=freezing_for(resnet, "l2sp", alpha=0.01, beta_head=0.01),
                     overrides=(("optim.weight_decay", 0.0),), selection="fixed")
-  v.llrd = _variant("train", freezing=_fz(resnet, "layerwise_decay", decay=0.7),
+  v.llrd = _variant("train", freezing=freezing_for(resnet, "layerwise_decay", decay=0.7),
                     selection="fixed")
   # WiSE-FT between this cell's chosen full fine-tune and its start point; α on validation.
   v.wise_ft = _variant("wise", teacher="full_finetune", search={"alpha": (0.25, 0.5, 0.75, 1.0)})

@@ -1,0 +1,123 @@
+"""The harness's 'fedavg' kind: a cell's examples split across clients, trained with FedAvg.
+
+    v.fedavg_full = harness.variant("fedavg", freezing=optim.get_freezing_config("full_ft"),
+                                    args={"num_clients": 4, "alpha": 0.0, "local_steps": 3})
+
+The cell's config is built as for 'train' (same model, freezing rules, optimizer, loss), and the
+cell's training examples (the few-shot draw from the pool, with the EVAL preprocessing: no random
+crop) are split across ``num_clients`` clients: IID for ``alpha = 0``, else label-skewed with a
+Dirichlet(α) (``federated.dirichlet_partition``). Each round every client runs ``local_steps``
+steps of ``data.batch_size // num_clients`` examples (``federated.make_fedavg_round``: the
+trainer's step function on the same loss, optimizer and trainable mask), and the server averages
+the trainable parameters by client example counts. ``train.num_steps // local_steps`` rounds, so
+the clients together see as many examples as the centralised 'train' cell of the same config
+(``num_steps × batch_size``). The global model is exported like a trainer run's (``export/``,
+``config.json``), so the harness evaluates it the same way. Frozen parameters never move and are
+never sent: ``bytes_per_round`` is what the clients send.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from jtransfer import data, federated, models, optim, tasks, weights
+from jtransfer import workdir as wd
+from jtransfer.benchmark import cost
+from jtransfer.train import trainer
+
+ARGS = {"num_clients": 4, "alpha": 0.0, "local_steps": 3, "bn_stats": "average"}
+
+
+def check_args(args: dict, where: str) -> None:
+  unknown = sorted(set(args) - set(ARGS))
+  if unknown:
+    raise ValueError(f"{where}: fedavg takes {sorted(ARGS)}; got {unknown}")
+  a = {**ARGS, **args}
+  if not isinstance(a["num_clients"], int) or a["num_clients"] < 1:
+    raise ValueError(f"{where}: num_clients={a['num_clients']!r} must be an int >= 1")
+  if not isinstance(a["local_steps"], int) or a["local_steps"] < 1:
+    raise ValueError(f"{where}: local_steps={a['local_steps']!r} must be an int >= 1")
+  if float(a["alpha"]) < 0:
+    raise ValueError(f"{where}: alpha={a['alpha']!r} must be >= 0 (0 = IID)")
+  if a["bn_stats"] not in federated.BN_STATS:
+    raise ValueError(f"{where}: bn_stats={a['bn_stats']!r}; known {federated.BN_STATS}")
+
+
+def image_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Every example of ``split`` in split order, eval-preprocessed: ``(images, labels)``."""
+  cfg = data_cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.shots, cfg.vtab1k = None, False
+  xs, ys = [], []
+  for batch in data.eval_iterator(cfg, split, process_index=0, process_count=1):
+    xs.append(np.asarray(batch["image"])[batch["mask"]])
+    ys.append(np.asarray(batch["label"])[batch["mask"]])
+  return np.concatenate(xs), np.concatenate(ys)
+
+
+def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: int,
+          **args) -> dict:
+  """FedAvg on ``(x, y)`` under ``cfg``; writes ``run_dir/{config.json,export/}``.
+
+  Returns ``{'variables', 'rounds', 'bytes_per_round', 'trainable_params', 'clients'}``.
+  """
+  a = {**ARGS, **args}
+  task = tasks.from_config(cfg)
+  if type(task) is not tasks.Task:
+    raise ValueError(f"fedavg runs the supervised task only, not {type(task).__name__}")
+  phases = optim.phases(cfg)
+  if len(phases) != 1:
+    raise ValueError(f"fedavg takes one freezing phase; {cfg.freezing.strategy!r} has {len(phases)}")
+  if cfg.freezing.l2sp_alpha or cfg.freezing.l2sp_beta_head:
+    raise ValueError("fedavg does not take the L2-SP penalty")
+  k, local = a["num_clients"], a["local_steps"]
+  batch = cfg.data.batch_size // k
+  rounds = cfg.train.num_steps // local
+  if batch < 1 or rounds < 1:
+    raise ValueError(f"fedavg: batch_size {cfg.data.batch_size} / {k} clients and num_steps "
+                     f"{cfg.train.num_steps} / local_steps {local} must both be >= 1")
+  seed = int(cfg.train.seed)
+  variables, _ = trainer.init_variables(trainer.build_model(cfg.model, num_classes), cfg.model,
+                                        x.shape[1:], seed)
+  rules = phases[0].param_rules
+  labels = optim.label_params(variables["params"], rules)
+  model = trainer.build_model(cfg.model, num_classes,
+                              frozen_bn=optim.frozen_bn_patterns(labels, cfg.freezing.bn_mode))
+  mask = optim.trainable_mask(labels)
+  tx = optim.build_optimizer(cfg.optim, rules, variables["params"], total_steps=rounds * local)
+  loss_fn = task.loss_fn(model, step=0, extra={}, l2sp=None, trainable=mask)
+  parts = (federated.iid_partition(len(y), k, seed=seed) if not float(a["alpha"]) else
+           federated.dirichlet_partition(y, k, alpha=float(a["alpha"]), seed=seed))
+  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=local,
+                                          bn_stats=a["bn_stats"], client_vmap=False)
+  state = federated.init_state(variables["params"], variables["batch_stats"], num_clients=k,
+                               bn_stats=a["bn_stats"])
+  rng = jax.random.key(seed)
+  for r in range(rounds):
+    b = federated.client_batches({"image": x, "label": y}, parts, batch_size=batch,
+                                 local_steps=local, round_index=r, seed=seed)
+    state, metrics = fed_round(state, b, federated.client_weights(parts), rng)
+    if not np.isfinite(float(metrics["loss"])):
+      raise FloatingPointError(f"fedavg: non-finite loss in round {r} ({run_dir})")
+  out = {"params": jax.tree.map(np.asarray, state.params),
+         "batch_stats": jax.tree.map(np.asarray, state.batch_stats)}
+  os.makedirs(run_dir, exist_ok=True)
+  wd.atomic_write_text(os.path.join(run_dir, "config.json"),
+                       cfg.to_json_best_effort(indent=1, sort_keys=True))
+  meta = models.meta(cfg.model, num_classes=num_classes, class_names=[], step=rounds * local)
+  weights.save(out, os.path.join(run_dir, "export"), metadata=meta, overwrite=True)
+  sent = federated.bytes_per_round(variables["params"], mask, num_clients=k,
+                                   batch_stats=variables["batch_stats"],
+                                   bn_stats=a["bn_stats"])["total"]
+  facts = {"rounds": rounds, "clients": [len(p) for p in parts], "bytes_per_round": int(sent),
+           "trainable_params": cost.count_params(variables["params"], mask=mask)}
+  wd.atomic_write_text(os.path.join(run_dir, "fedavg.json"), json.dumps(facts))
+  return {"variables": out, **facts}
+
+
+__all__ = ["ARGS", "check_args", "image_arrays", "train"]
