@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
 
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once:
-# 4.8 min instead of 6.4 serially.
+# 8 min 44 s measured 2026-12-03 (README, Tests).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
