@@ -153,9 +153,11 @@ def get_config(arg=None):
                                    search={"lr": (0.01, 0.1)})
   # Prototypical networks' classifier (nearest class mean), cosine or Euclidean on validation.
   v.ncm = _variant("ncm", search={"cosine": (True, False)})
-  v.last_stage = _variant("train", freezing=freezing_for(resnet, "last_stages", k=2), selection="fixed")
+  v.last_stage = _variant("train", freezing=freezing_for(resnet, "last_stages", k=2),
+                          selection="fixed")
   # The learning rate is an input of the compiled step: the grid shares one program.
-  v.full_finetune = _variant("train", freezing=freezing_for(resnet, "full_ft"), search={"optim.lr": lrs})
+  v.full_finetune = _variant("train", freezing=freezing_for(resnet, "full_ft"),
+                             search={"optim.lr": lrs})
   v.lp_ft = _variant("train", freezing=freezing_for(resnet, "lp_ft", switch_step=steps // 2),
                      overrides=(("optim.warmup_steps", 0),), selection="fixed")
   v.l2sp = _variant("train", freezing=freezing_for(resnet, "l2sp", alpha=0.01, beta_head=0.01),
