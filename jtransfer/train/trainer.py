@@ -79,8 +79,7 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
   ``tx`` must be built with ``optim.build_optimizer(..., lr_input=True)``: the step multiplies
   its updates by ``extra['lr']`` (``config.optim.lr``).
   ``extra`` (replicated, passed at every call rather than baked into the program) holds the run's
-  rng key data and peak learning rate (``extra_inputs``; ``tx`` is built with ``lr_input=True``),
-  the task's inputs (a teacher's variables) and the L2-SP anchor when those are used; so runs
+  rng key data and peak learning rate (``extra_inputs``), the task's inputs (a teacher's variables) and the L2-SP anchor when those are used; so runs
   that differ only in seed, learning rate, data or weights share one program
   (``programs``). The task's loss is built inside the step, so it can follow ``state.step`` (a
   schedule over training progress).
