@@ -18,11 +18,13 @@ never sent: ``bytes_per_round`` is what the clients send.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
 
 import jax
+from ml_collections import config_dict
 import numpy as np
 
 from jtransfer import data, federated, models, optim, tasks, weights
@@ -49,15 +51,23 @@ def check_args(args: dict, where: str) -> None:
 
 
 def image_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Every example of ``split`` in split order, eval-preprocessed: ``(images, labels)``."""
-  cfg = data_cfg.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.shots, cfg.vtab1k = None, False
+  """Every example of ``split`` in split order, eval-preprocessed: ``(images, labels)``; read
+  once per (data config, split) and process (every seed and variant of a dataset reads the same
+  pool). The arrays are shared: do not write to them."""
+  return _image_arrays(data_cfg.to_json_best_effort(sort_keys=True), split)
+
+
+@functools.lru_cache(maxsize=8)
+def _image_arrays(data_cfg_json: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  cfg = config_dict.ConfigDict(json.loads(data_cfg_json))
+  cfg.shots, cfg.vtab1k = None, False
   xs, ys = [], []
   for batch in data.eval_iterator(cfg, split, process_index=0, process_count=1):
     xs.append(np.asarray(batch["image"])[batch["mask"]])
     ys.append(np.asarray(batch["label"])[batch["mask"]])
-  return np.concatenate(xs), np.concatenate(ys)
+  x, y = np.concatenate(xs), np.concatenate(ys)
+  x.flags.writeable = y.flags.writeable = False
+  return x, y
 
 
 def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: int,
