@@ -24,10 +24,10 @@ def tiny_config():
   c.shot_overrides = {}
   head_only = optim.get_freezing_config("linear_probe")
   c.variants = config_dict.ConfigDict({
-      "full_finetune": harness.variant("train", pretrained=False),
-      "fedavg_full": harness.variant("fedavg", pretrained=False,
+      "full_finetune": harness.variant("train", init="scratch"),
+      "fedavg_full": harness.variant("fedavg", init="scratch",
                                      args={"num_clients": 2, "local_steps": 1, "alpha": 0.5}),
-      "fedavg_head": harness.variant("fedavg", pretrained=False, freezing=head_only,
+      "fedavg_head": harness.variant("fedavg", init="scratch", freezing=head_only,
                                      args={"num_clients": 2, "local_steps": 1}),
   })
   c.order = ("full_finetune", "fedavg_full", "fedavg_head")

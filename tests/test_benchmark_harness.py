@@ -28,7 +28,7 @@ def tiny_config():
       "ridge": harness.variant("ridge"),
       "linear_probe_cached": harness.variant("linear_probe_cached", args={"steps": 20}),
       "full_finetune": harness.variant("train", freezing=optim.get_freezing_config("full_ft")),
-      "distill": harness.variant("train", pretrained=False, teacher="full_finetune",
+      "distill": harness.variant("train", init="scratch", teacher="full_finetune",
                           overrides=(("model.base_planes", 4),)),
   })
   c.order = ("ridge", "linear_probe_cached", "full_finetune", "distill")

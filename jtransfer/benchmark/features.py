@@ -5,17 +5,20 @@
 
 Train features are extracted for the whole split (no few-shot selection, eval preprocessing);
 few-shot subsets are then picked with ``data.sample_per_class`` on the same split order, exactly
-the examples the training pipeline would use for that ``shots`` and seed.
+the examples the training pipeline would use for that ``shots`` and seed. ``image_arrays`` is
+the same read without a backbone (the images themselves, for kinds that train on them).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 
 import jax
+from ml_collections import config_dict
 import numpy as np
 
 from jtransfer import data, models, weights
@@ -37,15 +40,27 @@ def extract(model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
   model = models.from_config(model_cfg, num_classes=None)  # no head: flax ignores its weights
   variables = weights.load(model_cfg.init, arch=model_cfg.arch)
   apply = jax.jit(lambda v, x: model.apply(v, x)[1]["pre_logits"].astype("float32"))
-  cfg = data_cfg.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.shots, cfg.vtab1k = None, False
   feats, labels = [], []
-  for batch in data.eval_iterator(cfg, split, process_index=0, process_count=1):
-    keep = batch["mask"]
-    feats.append(np.asarray(apply(variables, batch["image"]))[keep])
-    labels.append(batch["label"][keep])
+  for images, y in data.split_examples(data_cfg, split):
+    feats.append(np.asarray(apply(variables, images)))
+    labels.append(y)
   return np.concatenate(feats), np.concatenate(labels)
+
+
+def image_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Every example of ``split`` in split order, eval-preprocessed: ``(images, labels)``; read
+  once per (data config, split) and process (every seed and variant of a dataset reads the same
+  pool). The arrays are shared: do not write to them."""
+  return _image_arrays(data_cfg.to_json_best_effort(sort_keys=True), split)
+
+
+@functools.lru_cache(maxsize=8)
+def _image_arrays(data_cfg_json: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  examples = list(data.split_examples(config_dict.ConfigDict(json.loads(data_cfg_json)), split))
+  x = np.concatenate([e[0] for e in examples])
+  y = np.concatenate([e[1] for e in examples])
+  x.flags.writeable = y.flags.writeable = False
+  return x, y
 
 
 class FeatureCache:

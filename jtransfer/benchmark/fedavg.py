@@ -18,16 +18,14 @@ never sent: ``bytes_per_round`` is what the clients send.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
 
 import jax
-from ml_collections import config_dict
 import numpy as np
 
-from jtransfer import data, federated, models, optim, tasks, weights
+from jtransfer import federated, models, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import cost
 from jtransfer.train import trainer
@@ -50,26 +48,6 @@ def check_args(args: dict, where: str) -> None:
     raise ValueError(f"{where}: bn_stats={a['bn_stats']!r}; known {federated.BN_STATS}")
 
 
-def image_arrays(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Every example of ``split`` in split order, eval-preprocessed: ``(images, labels)``; read
-  once per (data config, split) and process (every seed and variant of a dataset reads the same
-  pool). The arrays are shared: do not write to them."""
-  return _image_arrays(data_cfg.to_json_best_effort(sort_keys=True), split)
-
-
-@functools.lru_cache(maxsize=8)
-def _image_arrays(data_cfg_json: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  cfg = config_dict.ConfigDict(json.loads(data_cfg_json))
-  cfg.shots, cfg.vtab1k = None, False
-  xs, ys = [], []
-  for batch in data.eval_iterator(cfg, split, process_index=0, process_count=1):
-    xs.append(np.asarray(batch["image"])[batch["mask"]])
-    ys.append(np.asarray(batch["label"])[batch["mask"]])
-  x, y = np.concatenate(xs), np.concatenate(ys)
-  x.flags.writeable = y.flags.writeable = False
-  return x, y
-
-
 def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: int,
           **args) -> dict:
   """FedAvg on ``(x, y)`` under ``cfg``; writes ``run_dir/{config.json,export/}``.
@@ -77,14 +55,6 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
   Returns ``{'variables', 'rounds', 'bytes_per_round', 'trainable_params', 'clients'}``.
   """
   a = {**ARGS, **args}
-  task = tasks.from_config(cfg)
-  if type(task) is not tasks.Task:
-    raise ValueError(f"fedavg runs the supervised task only, not {type(task).__name__}")
-  phases = optim.phases(cfg)
-  if len(phases) != 1:
-    raise ValueError(f"fedavg takes one freezing phase; {cfg.freezing.strategy!r} has {len(phases)}")
-  if cfg.freezing.l2sp_alpha or cfg.freezing.l2sp_beta_head:
-    raise ValueError("fedavg does not take the L2-SP penalty")
   k, local = a["num_clients"], a["local_steps"]
   batch = cfg.data.batch_size // k
   rounds = cfg.train.num_steps // local
@@ -92,18 +62,12 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
     raise ValueError(f"fedavg: batch_size {cfg.data.batch_size} / {k} clients and num_steps "
                      f"{cfg.train.num_steps} / local_steps {local} must both be >= 1")
   seed = int(cfg.train.seed)
-  variables, _ = trainer.init_variables(trainer.build_model(cfg.model, num_classes), cfg.model,
-                                        x.shape[1:], seed)
-  rules = phases[0].param_rules
-  labels = optim.label_params(variables["params"], rules)
-  model = trainer.build_model(cfg.model, num_classes,
-                              frozen_bn=optim.frozen_bn_patterns(labels, cfg.freezing.bn_mode))
-  mask = optim.trainable_mask(labels)
-  tx = optim.build_optimizer(cfg.optim, rules, variables["params"], total_steps=rounds * local)
-  loss_fn = task.loss_fn(model, step=0, extra={}, l2sp=None, trainable=mask)
+  run = trainer.plain_phase(cfg, num_classes, x.shape[1:], total_steps=rounds * local,
+                            where="fedavg")
+  variables, mask = run.variables, run.mask
   parts = (federated.iid_partition(len(y), k, seed=seed) if not float(a["alpha"]) else
            federated.dirichlet_partition(y, k, alpha=float(a["alpha"]), seed=seed))
-  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=local,
+  fed_round = federated.make_fedavg_round(run.loss_fn, run.tx, mask, local_steps=local,
                                           bn_stats=a["bn_stats"], client_vmap=False)
   state = federated.init_state(variables["params"], variables["batch_stats"], num_clients=k,
                                bn_stats=a["bn_stats"])
@@ -130,4 +94,4 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
   return {"variables": out, **facts}
 
 
-__all__ = ["ARGS", "check_args", "image_arrays", "train"]
+__all__ = ["ARGS", "check_args", "train"]

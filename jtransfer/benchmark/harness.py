@@ -49,10 +49,12 @@ import numpy as np
 from jtransfer import data, models, optim, tasks, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import cost, evaluators, features, fedavg, report, wise, zeroshot_section
+from jtransfer.benchmark import starts as starts_lib
 from jtransfer.data import corruptions
 from jtransfer.train import evaluate as evaluate_lib
 from jtransfer.train import inputs, parallel, trainer
 from jtransfer.train import metrics as metrics_lib
+from jtransfer.train.config import ConfigKeyError, apply_overrides
 
 __all__ = ["Cell", "ConfigKeyError", "FEATURE_KINDS", "KINDS", "SELECTIONS", "Splits", "cell_config", "cells",
            "default_protocol", "point_id", "points", "run", "splits_for", "validate", "variant"]
@@ -76,14 +78,16 @@ class Cell:
     return f"{self.dataset}/{self.variant}/shots-{self.shots}/seed-{self.seed}"
 
 
-def variant(kind: str, *, pretrained: bool = True, freezing=None, overrides=(), teacher: str = "",
+def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(), teacher: str = "",
             args=None, search=None, selection: str = "val") -> config_dict.ConfigDict:
   """One variant of a benchmark config (the harness's schema; configs build variants with this).
 
   Args:
     kind: 'train', 'surgical', 'wise', 'fedavg', or a feature evaluator: ridge | knn |
       linear_probe_cached | ncm.
-    pretrained: start from the benchmark's pretrained weights (else random initialisation).
+    init: where training (or a feature extractor) starts: 'pretrained' (the benchmark's
+      pretrained weights), 'scratch' (random initialisation), or the name of one of the
+      config's ``starts`` (``benchmark/starts.py``: weights made once on a source dataset).
     freezing: a freezing config (``optim.get_freezing_config(...)``); None = the base's.
     overrides: (dotted key, value) pairs applied to the base experiment (a typo is an error).
     teacher: 'train' (distillation) and 'wise': the variant (same cell, listed earlier) whose
@@ -99,7 +103,7 @@ def variant(kind: str, *, pretrained: bool = True, freezing=None, overrides=(), 
   """
   v = config_dict.ConfigDict()
   v.kind = kind
-  v.pretrained = pretrained
+  v.init = init
   v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
   v.overrides = tuple(overrides)
   v.teacher = teacher
@@ -174,6 +178,9 @@ def _evaluator_args(kind: str) -> set[str]:
 def _check_variant(config, name: str, names: list[str], protocol) -> None:
   v = config.variants[name]
   where = f"variants.{name}"
+  inits = starts_lib.INITS + tuple(dict(config.get("starts") or {}))
+  if v.get("init", "pretrained") not in inits:
+    raise ValueError(f"{where}.init={v.get('init')!r}; known: {', '.join(inits)}")
   if v.kind not in KINDS:
     raise ValueError(f"{where}.kind={v.kind!r}; known: {', '.join(KINDS)}")
   selection = v.get("selection", "val")
@@ -230,6 +237,7 @@ def validate(config) -> None:
   for shots in config.shots:
     if shots != "all" and (not isinstance(shots, int) or shots < 1):
       raise ValueError(f"shots entries must be positive ints or 'all', got {shots!r}")
+  starts_lib.check(config)
   if config.get("zeroshot"):
     zeroshot_section.check(config.zeroshot)
     if not any(config.variants[n].kind in FEATURE_KINDS for n in names):
@@ -239,13 +247,14 @@ def validate(config) -> None:
       raise ValueError(f"shifts: ({n!r}, {s!r}); names {corruptions.CORRUPTIONS}, severities "
                        f"{corruptions.SEVERITIES}")
   placeholder = Splits("TRAIN", "VAL", "TEST")
+  named = {n: f"START:{n}" for n in dict(config.get("starts") or {})}
   for dataset in config.datasets:
     for shots in config.shots:
       for name in names:
         cell = Cell(dataset, name, shots, 0)
         for p in points(config.variants[name]):
-          cell_config(config, cell, pretrained="PRETRAINED", teacher="TEACHER", point=p,
-                      splits=placeholder)
+          cell_config(config, cell, pretrained="PRETRAINED", starts=named, teacher="TEACHER",
+                      point=p, splits=placeholder)
 
 
 def cells(config) -> list[Cell]:
@@ -295,21 +304,6 @@ def splits_for(config, dataset: str, shots) -> Splits:
 # --- configs ---
 
 
-class ConfigKeyError(KeyError):
-  """A KeyError whose message reads as written (KeyError's str() would quote and escape it)."""
-
-  def __str__(self) -> str:
-    return str(self.args[0]) if self.args else ""
-
-
-def _apply(cfg, overrides, where: str) -> None:
-  for key, value in overrides:
-    try:
-      cfg.update_from_flattened_dict({key: value})
-    except (KeyError, AttributeError) as e:
-      raise ConfigKeyError(f"{where}: unknown config key {key!r}: {e}") from e
-
-
 def _surgical_freezing(arch: str, stage: int, base_fz) -> config_dict.ConfigDict:
   """Only ``stages[stage]`` and the head train ('custom' rules from the family's spec); the head
   at the base freezing's ``head_lr_mult``, BatchNorms in its ``bn_mode``."""
@@ -321,11 +315,11 @@ def _surgical_freezing(arch: str, stage: int, base_fz) -> config_dict.ConfigDict
   return fz
 
 
-def cell_config(config, cell: Cell, *, pretrained: str, teacher: str = "", point=None,
-                splits: Splits | None = None):
+def cell_config(config, cell: Cell, *, pretrained: str, starts=None, teacher: str = "",
+                point=None, splits: Splits | None = None):
   """The base experiment with the cell's dataset, shots, seed and splits, then in this order the
   overrides of ``dataset_overrides[dataset]``, ``shot_overrides[str(shots)]``, the variant's and
-  the grid point's."""
+  the grid point's. ``starts``: ``{name: weights}`` of the config's ``starts``."""
   v = config.variants[cell.variant]
   point = dict(point or {})
   cfg = config.base.copy_and_resolve_references()
@@ -335,18 +329,19 @@ def cell_config(config, cell: Cell, *, pretrained: str, teacher: str = "", point
   if splits is not None:
     cfg.data.train_split, cfg.data.eval_split = splits.pool, splits.val
   cfg.train.seed = cell.seed
-  cfg.model.init = pretrained if v.pretrained else ""
-  _apply(cfg, config.get("dataset_overrides", {}).get(cell.dataset, ()),
+  named = {"pretrained": pretrained, "scratch": "", **dict(starts or {})}
+  cfg.model.init = named[v.init]
+  apply_overrides(cfg, config.get("dataset_overrides", {}).get(cell.dataset, ()),
          f"dataset_overrides[{cell.dataset!r}]")
   if v.get("freezing"):
     cfg.freezing = v.freezing.copy_and_resolve_references()
-  _apply(cfg, config.shot_overrides.get(str(cell.shots), ()), f"shot_overrides[{cell.shots!r}]")
-  _apply(cfg, v.overrides, f"variants.{cell.variant}.overrides")
+  apply_overrides(cfg, config.shot_overrides.get(str(cell.shots), ()), f"shot_overrides[{cell.shots!r}]")
+  apply_overrides(cfg, v.overrides, f"variants.{cell.variant}.overrides")
   if v.kind == "surgical":
     stage = {**dict(v.args), **point}["stage"]
     cfg.freezing = _surgical_freezing(cfg.model.arch, stage, cfg.freezing)
   elif v.kind in TRAINED and point:
-    _apply(cfg, tuple(point.items()), f"variants.{cell.variant}.search")
+    apply_overrides(cfg, tuple(point.items()), f"variants.{cell.variant}.search")
   if v.get("teacher") and v.kind in TRAINED:
     cfg.loss.distill.teacher = teacher
   return cfg
@@ -528,11 +523,16 @@ class Context:
   config: Any
   workdir: str
   pretrained: str
+  starts: dict  # start name -> its exported weights (benchmark/starts.py)
   cache: features.FeatureCache
   meter: CostMeter
   results: dict  # cell id -> result row (teachers)
   stream: TextIO
   clock: Callable[[], float]
+
+  def cell_config(self, cell: Cell, **kwargs):
+    """``cell_config`` with this benchmark's pretrained weights and starts."""
+    return cell_config(self.config, cell, pretrained=self.pretrained, starts=self.starts, **kwargs)
 
 
 def _teacher_row(ctx: Context, cell: Cell) -> dict | None:
@@ -576,16 +576,16 @@ def _trial(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
   rec = {"cell": cell.id, "point": point, "point_id": point_id(point)}
   if v.kind in TRAINED:
     run_dir = _run_dir(ctx.workdir, cell, point)
-    cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, point=point, splits=splits,
+    cfg = ctx.cell_config(cell, point=point, splits=splits,
                       teacher=os.path.join(teacher["run_dir"], "export") if teacher else "")
     result = trainer.train_and_evaluate(cfg, run_dir)
     rec.update(val=result["eval"], run_dir=run_dir, steps=int(result["step"]),
                **ctx.meter.train(cfg, run_dir, int(result["step"])))
   elif v.kind == "fedavg":
     run_dir = _run_dir(ctx.workdir, cell, point)
-    cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, splits=splits)
-    x, y = _few(cell, *fedavg.image_arrays(cfg.data, splits.pool))
-    vx, vy = fedavg.image_arrays(cfg.data, splits.val)
+    cfg = ctx.cell_config(cell, splits=splits)
+    x, y = _few(cell, *features.image_arrays(cfg.data, splits.pool))
+    vx, vy = features.image_arrays(cfg.data, splits.val)
     num_classes = int(max(y.max(), vy.max()) + 1)
     out = fedavg.train(cfg, run_dir, x, y, num_classes=num_classes, **args)
     rec["val"] = evaluate_variables(cfg.model, num_classes, out["variables"], cfg.data, splits.val)
@@ -596,11 +596,11 @@ def _trial(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
     start, meta, tuned = _wise_ends(ctx, teacher)
     tcfg = _run_config(teacher["run_dir"])
     mixed = wise.interpolate(start, tuned, float(args.get("alpha", 1.0)))
-    cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, splits=splits)
+    cfg = ctx.cell_config(cell, splits=splits)
     rec["val"] = evaluate_variables(tcfg.model, meta["num_classes"], mixed, cfg.data, splits.val)
     rec.update({k: teacher[k] for k in ("trainable_params", "train_gflops", "peak_bytes")})
   else:
-    cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, splits=splits)
+    cfg = ctx.cell_config(cell, splits=splits)
     x, y = _few(cell, *_feature_arrays(ctx, cfg, cell, splits.pool))
     vx, vy = _feature_arrays(ctx, cfg, cell, splits.val)
     out = _feature_fit_predict(ctx, cell, cfg, args, x, y, vx)
@@ -645,7 +645,7 @@ def _test(ctx: Context, cell: Cell, chosen: dict, splits: Splits) -> dict:
   shifts = [None] + list(_shifts(ctx.config))
   seed = ctx.config.get("shift_seed", 0)
   out = {}
-  cfg = cell_config(ctx.config, cell, pretrained=ctx.pretrained, point=chosen["point"],
+  cfg = ctx.cell_config(cell, point=chosen["point"],
                     splits=splits)
   if v.kind in FEATURE_KINDS:
     x, y = _few(cell, *_feature_arrays(ctx, cfg, cell, splits.pool))
@@ -702,7 +702,7 @@ def _run_cell(ctx: Context, cell: Cell, trials_done: dict) -> dict:
   wall = sum(t["wall_s"] for t in trials) + test_wall
   search_gflops = [t["train_gflops"] for t in trials]
   row = {"cell": cell.id, "dataset": cell.dataset, "variant": cell.variant, "shots": cell.shots,
-         "seed": cell.seed, "kind": v.kind, "selection": v.get("selection", "val"),
+         "seed": cell.seed, "kind": v.kind, "init": v.get("init", "pretrained"), "selection": v.get("selection", "val"),
          "budget": len(trials), "chosen": chosen["point"], "chosen_id": chosen["point_id"],
          "val_top1": chosen["val_top1"], "test_top1": float(scores[None]["top1"]),
          "accuracy": float(scores[None]["top1"]), "ood": ood,
@@ -722,8 +722,7 @@ def _run_cell(ctx: Context, cell: Cell, trials_done: dict) -> dict:
     with open(os.path.join(chosen["run_dir"], "config.json")) as f:
       row["config"] = json.load(f)
   else:
-    row["config"] = json.loads(cell_config(ctx.config, cell, pretrained=ctx.pretrained,
-                                           point=chosen["point"], splits=splits)
+    row["config"] = json.loads(ctx.cell_config(cell, point=chosen["point"], splits=splits)
                                .to_json_best_effort())
   return row
 
@@ -739,8 +738,7 @@ def _zero_shot(ctx: Context) -> dict:
     for dataset in ctx.config.datasets:
       splits = splits_for(ctx.config, dataset, "all")
       name = next(n for n in ctx.config.order if ctx.config.variants[n].kind in FEATURE_KINDS)
-      cfg = cell_config(ctx.config, Cell(dataset, name, "all", 0), pretrained=ctx.pretrained,
-                        splits=splits)
+      cfg = ctx.cell_config(Cell(dataset, name, "all", 0), splits=splits)
       pool = _feature_arrays(ctx, cfg, None, splits.pool)
       test = _feature_arrays(ctx, cfg, None, splits.test)
       num_classes = int(max(pool[1].max(), test[1].max()) + 1)
@@ -791,7 +789,8 @@ def _run_locked(config, workdir: str, *, stream: TextIO, clock: Callable[[], flo
   trials_done = {t["trial"]: t for t in report.load_results(os.path.join(workdir, "trials.jsonl"))}
   start = clock()
   pretrained = ensure_pretrained(config, workdir, stream)
-  ctx = Context(config, workdir, pretrained, features.FeatureCache(os.path.join(workdir, "features")),
+  named = starts_lib.ensure(config, workdir, pretrained=pretrained, stream=stream, clock=clock)
+  ctx = Context(config, workdir, pretrained, named, features.FeatureCache(os.path.join(workdir, "features")),
                 CostMeter(), dict(done), stream, clock)
   todo = [c for c in cells(config) if c.id not in done]
   total = len(todo) + len(done)

@@ -20,6 +20,7 @@ from jtransfer.data.mixup import mixup
 from jtransfer.data.pipeline import (
     eval_dataset,
     eval_iterator,
+    split_examples,
     to_global,
     train_dataset,
     train_iterator,
@@ -30,6 +31,6 @@ __all__ = [
     'DatasetInfo', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFLINE_BUILDERS', 'OPS', 'Preprocess',
     'build_pp', 'dataset_info', 'default_pp', 'eval_dataset', 'eval_iterator',
     'get_builder', 'get_config', 'load_class_names', 'mixup', 'resolve_pp',
-    'sample_per_class', 'save_class_names', 'to_global', 'train_dataset',
+    'sample_per_class', 'save_class_names', 'split_examples', 'to_global', 'train_dataset',
     'train_iterator', 'validate_config',
 ]

@@ -191,6 +191,19 @@ def eval_iterator(cfg, split: Optional[str] = None, *,
   return _as_numpy(ds)
 
 
+def split_examples(cfg, split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Every example of ``split`` once, in split order, eval-preprocessed, in one process:
+  ``(images, labels)`` per batch with the padding dropped. The whole split: ``cfg.shots`` and
+  ``cfg.vtab1k`` are ignored (callers pick few-shot subsets from the same order with
+  ``sample_per_class``)."""
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.shots, cfg.vtab1k = None, False
+  for batch in eval_iterator(cfg, split, process_index=0, process_count=1):
+    keep = np.asarray(batch['mask'])
+    yield np.asarray(batch['image'])[keep], np.asarray(batch['label'])[keep]
+
+
 def to_global(local_batch, sharding):
   """Process-local numpy leaves -> global jax.Arrays with `sharding` (batch axis first)."""
   return jax.tree.map(

@@ -19,6 +19,23 @@ import re
 from ml_collections import config_dict
 
 
+class ConfigKeyError(KeyError):
+  """A KeyError whose message reads as written (KeyError's str() would quote and escape it)."""
+
+  def __str__(self) -> str:
+    return str(self.args[0]) if self.args else ""
+
+
+def apply_overrides(cfg, overrides, where: str) -> None:
+  """Sets each (dotted key, value) of ``overrides`` on ``cfg``; an unknown key is a
+  ``ConfigKeyError`` naming ``where`` and the key."""
+  for key, value in overrides:
+    try:
+      cfg.update_from_flattened_dict({key: value})
+    except (KeyError, AttributeError) as e:
+      raise ConfigKeyError(f"{where}: unknown config key {key!r}: {e}") from e
+
+
 def get_model_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   # A name of jtransfer.models.ARCHS (resnet18 ... resnext101_64x4d, efficientnet_lite0 ...).
@@ -246,6 +263,6 @@ def validate_adapt(config: config_dict.ConfigDict) -> None:
                      "supported in the DANN loss; use one or the other")
 
 
-__all__ = ["ADAPT_METHODS", "LAMBDA_SCHEDULES", "data_config", "get_adapt_config", "get_base_config",
+__all__ = ["ADAPT_METHODS", "ConfigKeyError", "LAMBDA_SCHEDULES", "apply_overrides", "data_config", "get_adapt_config", "get_base_config",
            "get_loss_config", "get_model_config", "get_train_config", "validate",
            "validate_adapt"]

@@ -72,6 +72,43 @@ def init_variables(model: Any, model_cfg: Any, image_shape: tuple[int, ...], see
   return variables, report
 
 
+@dataclasses.dataclass(frozen=True)
+class PlainPhase:
+  """The parts of a one-phase supervised run, for loops other than the trainer's (FedAvg,
+  Reptile): the start variables, the model with the freezing's BatchNorm mode, the trainable
+  mask, the optimizer (its learning rate baked in) and the task's loss."""
+  variables: dict
+  model: Any
+  mask: Any
+  tx: Any
+  loss_fn: Callable
+
+
+def plain_phase(config: Any, num_classes: int, image_shape: tuple[int, ...], *,
+                total_steps: int, where: str) -> PlainPhase:
+  """``config``'s model, freezing, optimizer and loss as one ``PlainPhase``; ``where`` names
+  the caller in the errors (only the supervised task, one freezing phase, no L2-SP)."""
+  task = tasks.from_config(config)
+  if type(task) is not tasks.Task:
+    raise ValueError(f"{where} runs the supervised task only, not {type(task).__name__}")
+  phases = optim.phases(config)
+  if len(phases) != 1:
+    raise ValueError(f"{where} takes one freezing phase; {config.freezing.strategy!r} has "
+                     f"{len(phases)}")
+  if config.freezing.l2sp_alpha or config.freezing.l2sp_beta_head:
+    raise ValueError(f"{where} does not take the L2-SP penalty")
+  variables, _ = init_variables(build_model(config.model, num_classes), config.model,
+                                image_shape, int(config.train.seed))
+  rules = phases[0].param_rules
+  labels = optim.label_params(variables["params"], rules)
+  model = build_model(config.model, num_classes,
+                      frozen_bn=optim.frozen_bn_patterns(labels, config.freezing.bn_mode))
+  mask = optim.trainable_mask(labels)
+  tx = optim.build_optimizer(config.optim, rules, variables["params"], total_steps=total_steps)
+  loss_fn = task.loss_fn(model, step=0, extra={}, l2sp=None, trainable=mask)
+  return PlainPhase(variables, model, mask, tx, loss_fn)
+
+
 def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
                     task: Any = None) -> Callable:
   """The train step of one phase, compiled by ``par`` (jit over the mesh, or pmap).
@@ -443,6 +480,7 @@ def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Calla
     writer.close()
 
 
-__all__ = ["NonFiniteLossError", "Phases", "Run", "build_model", "create_state", "eval_step",
-           "eval_variables", "export", "extra_inputs", "init_variables", "make_train_step", "program_key", "setup",
+__all__ = ["NonFiniteLossError", "Phases", "PlainPhase", "Run", "build_model", "create_state", "eval_step",
+           "eval_variables", "export", "extra_inputs", "init_variables", "make_train_step", "plain_phase",
+           "program_key", "setup",
            "train", "train_and_evaluate"]

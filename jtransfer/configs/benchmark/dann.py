@@ -23,7 +23,7 @@ from jtransfer.configs import dann_mnist_to_digits
 def _variant(method):
   # The harness sets data.dataset to the cell's dataset (the target); these put the labeled
   # source back and name the target. Random init: no pretraining run.
-  return variant("train", pretrained=False,
+  return variant("train", init="scratch",
                  overrides=(("data.dataset", "mnist5k"), ("adapt.method", method),
                             ("adapt.target_dataset", "uci_digits")))
 

@@ -146,7 +146,7 @@ def get_config(arg=None):
   # From scratch: every BatchNorm trains its statistics (random ones mean nothing), lr 3e-3.
   scratch_fz = (("freezing", optim.get_freezing_config("full_ft")), ("optim.lr", 3e-3))
   v = config_dict.ConfigDict()
-  v.scratch = _variant("train", pretrained=False, selection="fixed", overrides=scratch_fz)
+  v.scratch = _variant("train", init="scratch", selection="fixed", overrides=scratch_fz)
   v.ridge = _variant("ridge", search={"l2_reg": (0.1, 1.0, 10.0, 100.0)})
   v.knn = _variant("knn", search={"k": (1, 3, 10)})
   v.linear_probe_cached = _variant("linear_probe_cached", args={"steps": 200},
@@ -169,7 +169,7 @@ def get_config(arg=None):
   # Surgical fine-tuning: one stage (+ the head) trains; which one is chosen on validation.
   v.surgical = _variant("surgical", search={"stage": (1, 7) if not resnet else (1, 4)})
   # A smaller student from scratch, taught by this cell's chosen full fine-tune.
-  v.distill = _variant("train", pretrained=False, teacher="full_finetune", selection="fixed",
+  v.distill = _variant("train", init="scratch", teacher="full_finetune", selection="fixed",
                        overrides=student + scratch_fz + (("loss.distill.alpha", 0.5),
                                                          ("loss.distill.temperature", 4.0)))
   config.variants = v
