@@ -222,7 +222,8 @@ def make_fedavg_round(loss_fn: Callable, tx: optax.GradientTransformation, mask,
                       local_steps: int, bn_stats: str = "average", stats_mask=None,
                       devices: Sequence[Any] | None = None, client_vmap: bool = True
                       ) -> Callable:
-  """``fed_round(state, batches, weights, rng) -> (state, metrics)``, one FedAvg round.
+  """``fed_round(state, batches, weights, rng) -> (state, metrics)``, one FedAvg round;
+  ``fed_round.lower(...)`` (same arguments) lowers its program without running it.
 
   Args:
     loss_fn, tx, mask: as for ``train.step.make_train_step``; the clients run that very step.
@@ -313,7 +314,7 @@ def make_fedavg_round(loss_fn: Callable, tx: optax.GradientTransformation, mask,
 
   compiled: dict[int, tuple] = {}
 
-  def fed_round(state: FedState, batches, weights, rng):
+  def prepare(state: FedState, batches, weights, rng):
     num_clients = int(np.shape(weights)[0])
     if (state.client_stats is None) == (bn_stats == "local"):
       raise ValueError(f"bn_stats={bn_stats!r} but the state "
@@ -335,9 +336,19 @@ def make_fedavg_round(loss_fn: Callable, tx: optax.GradientTransformation, mask,
     clients = state.client_stats
     state = jax.device_put(state.replace(client_stats=None), replicated).replace(
         client_stats=None if clients is None else jax.device_put(clients, by_client))
-    return fn(state, jax.device_put(start, replicated), jax.device_put(batches, by_client),
-              jax.device_put(weights, by_client), jax.device_put(rng, replicated))
+    return fn, (state, jax.device_put(start, replicated), jax.device_put(batches, by_client),
+                jax.device_put(weights, by_client), jax.device_put(rng, replicated))
 
+  def fed_round(state: FedState, batches, weights, rng):
+    fn, args = prepare(state, batches, weights, rng)
+    return fn(*args)
+
+  def lower(state: FedState, batches, weights, rng):
+    """The round's program for these inputs, lowered (for ``benchmark.cost.step_cost``)."""
+    fn, args = prepare(state, batches, weights, rng)
+    return fn.lower(*args)
+
+  fed_round.lower = lower
   return fed_round
 
 

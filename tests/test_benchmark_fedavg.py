@@ -57,6 +57,17 @@ def test_fedavg_cells_are_evaluated_like_trained_ones_and_count_what_they_send(f
   assert head["bytes_per_round"] == 2 * 2 * 4 * head["trainable_params"]  # down+up, 2 clients, f32
 
 
+def test_fedavg_cells_count_every_client_step_and_their_peak_memory(finished):
+  _, rows = finished
+  central, full, head = rows["full_finetune"], rows["fedavg_full"], rows["fedavg_head"]
+  # 2 rounds x 2 clients x 1 local step of 8 examples vs 2 steps of 16: the same examples, so
+  # about the same flops (each client step also pays its optimizer update). A count of the
+  # round program's loops once (XLA's cost_analysis) would give about half.
+  assert 0.85 < full["train_gflops"] / central["train_gflops"] < 1.3
+  assert head["train_gflops"] < 0.7 * full["train_gflops"]  # no backward through the backbone
+  assert full["peak_bytes"] > 0 and head["peak_bytes"] > 0
+
+
 def test_head_only_fedavg_never_moves_the_backbone(finished):
   _, rows = finished
   r = rows["fedavg_head"]

@@ -15,13 +15,17 @@ be recorded unconditionally.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import numbers
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["count_params", "step_cost", "train_gflops"]
+from jtransfer import models
+
+__all__ = ["count_params", "program_key", "step_cost", "train_gflops"]
 
 
 def _first_dict(cost: Any) -> dict | None:
@@ -76,6 +80,22 @@ def step_cost(compiled_or_lowered: Any) -> dict[str, float | None]:
   return {"flops": _number(cost.get("flops")),
           "bytes_accessed": _number(cost.get("bytes accessed")),
           "peak_bytes": _peak_bytes(memory)}
+
+
+def program_key(cfg) -> str:
+  """What fixes a train step's program up to constants: the flops/memory do not change with
+  the seed, the few-shot draw, the learning rate or where the weights come from."""
+  d = json.loads(cfg.to_json_best_effort())
+  d["train"].pop("seed", None)
+  d["optim"].pop("lr", None)
+  for k in ("shots", "fewshot_seed", "train_split", "eval_split"):
+    d["data"].pop(k, None)
+  d["model"].pop("init", None)
+  teacher = d.get("loss", {}).get("distill", {}).get("teacher")
+  if teacher:
+    meta = models.read_meta(teacher) or {}
+    d["loss"]["distill"]["teacher"] = [meta.get("arch"), meta.get("options")]
+  return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def count_params(tree: Any, mask: Any = None) -> int:

@@ -29,6 +29,8 @@ from jtransfer import federated, models, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import cost
 from jtransfer.train import trainer
+from jtransfer.train.state import TrainState
+from jtransfer.train.step import make_train_step
 
 ARGS = {"num_clients": 4, "alpha": 0.0, "local_steps": 3, "bn_stats": "average"}
 
@@ -48,11 +50,31 @@ def check_args(args: dict, where: str) -> None:
     raise ValueError(f"{where}: bn_stats={a['bn_stats']!r}; known {federated.BN_STATS}")
 
 
+_COSTS: dict[str, dict] = {}  # per program (cost.program_key and the federation's shape)
+
+
+def _costs(cfg, run, fed_round, state, batches, weights, rng, a: dict) -> dict:
+  """``{step_flops, peak_bytes}``: XLA's flops of ONE client step (a round's program runs its
+  steps in loops, whose bodies cost_analysis counts once) and the round program's peak memory
+  (every client's copy included)."""
+  key = json.dumps([cost.program_key(cfg), a["num_clients"], a["local_steps"], a["bn_stats"]])
+  if key not in _COSTS:
+    one = jax.tree.map(lambda v: v[0, 0], batches)
+    start = TrainState.create(params=state.params, batch_stats=state.batch_stats, tx=run.tx)
+    step = jax.jit(make_train_step(run.loss_fn, run.tx, run.mask))
+    _COSTS[key] = {"step_flops": cost.step_cost(step.lower(start, one, rng))["flops"],
+                   "peak_bytes": cost.step_cost(fed_round.lower(state, batches, weights,
+                                                                rng))["peak_bytes"]}
+  return _COSTS[key]
+
+
 def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: int,
           **args) -> dict:
   """FedAvg on ``(x, y)`` under ``cfg``; writes ``run_dir/{config.json,export/}``.
 
-  Returns ``{'variables', 'rounds', 'bytes_per_round', 'trainable_params', 'clients'}``.
+  Returns ``{'variables', 'rounds', 'bytes_per_round', 'trainable_params', 'clients',
+  'train_gflops', 'peak_bytes'}``: training GFLOPs = one client step's × steps × clients (the
+  server's averaging not counted), peak memory = the compiled round's.
   """
   a = {**ARGS, **args}
   k, local = a["num_clients"], a["local_steps"]
@@ -75,6 +97,8 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
   for r in range(rounds):
     b = federated.client_batches({"image": x, "label": y}, parts, batch_size=batch,
                                  local_steps=local, round_index=r, seed=seed)
+    if r == 0:
+      costs = _costs(cfg, run, fed_round, state, b, federated.client_weights(parts), rng, a)
     state, metrics = fed_round(state, b, federated.client_weights(parts), rng)
     if not np.isfinite(float(metrics["loss"])):
       raise FloatingPointError(f"fedavg: non-finite loss in round {r} ({run_dir})")
@@ -89,7 +113,9 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
                                    batch_stats=variables["batch_stats"],
                                    bn_stats=a["bn_stats"])["total"]
   facts = {"rounds": rounds, "clients": [len(p) for p in parts], "bytes_per_round": int(sent),
-           "trainable_params": cost.count_params(variables["params"], mask=mask)}
+           "trainable_params": cost.count_params(variables["params"], mask=mask),
+           "train_gflops": cost.train_gflops(costs["step_flops"], rounds * local * k),
+           "peak_bytes": costs["peak_bytes"]}
   wd.atomic_write_text(os.path.join(run_dir, "fedavg.json"), json.dumps(facts))
   return {"variables": out, **facts}
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
 import json
@@ -436,22 +435,6 @@ def _load_export(export: str) -> tuple[dict, dict]:
 # --- cost ---
 
 
-def _program_key(cfg) -> str:
-  """What fixes a train step's program up to constants: the flops/memory do not change with
-  the seed, the few-shot draw, the learning rate or where the weights come from."""
-  d = json.loads(cfg.to_json_best_effort())
-  d["train"].pop("seed", None)
-  d["optim"].pop("lr", None)
-  for k in ("shots", "fewshot_seed", "train_split", "eval_split"):
-    d["data"].pop(k, None)
-  d["model"].pop("init", None)
-  teacher = d.get("loss", {}).get("distill", {}).get("teacher")
-  if teacher:
-    meta = models.read_meta(teacher) or {}
-    d["loss"]["distill"]["teacher"] = [meta.get("arch"), meta.get("options")]
-  return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class CostMeter:
   """Per-program step costs, memoised (seeds and shots reuse one program)."""
 
@@ -466,7 +449,7 @@ class CostMeter:
     lowered on abstract state and batch; compiling them hits the persistent compilation cache
     the benchmark CLI turns on (the trainer compiled the same programs).
     """
-    key = _program_key(cfg)
+    key = cost.program_key(cfg)
     if key not in self._train:
       task = tasks.from_config(cfg)
       run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
@@ -589,9 +572,9 @@ def _trial(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
     num_classes = int(max(y.max(), vy.max()) + 1)
     out = fedavg.train(cfg, run_dir, x, y, num_classes=num_classes, **args)
     rec["val"] = evaluate_variables(cfg.model, num_classes, out["variables"], cfg.data, splits.val)
-    rec.update(run_dir=run_dir, steps=int(cfg.train.num_steps), rounds=out["rounds"],
-               bytes_per_round=out["bytes_per_round"], trainable_params=out["trainable_params"],
-               train_gflops=None, peak_bytes=None)
+    rec.update(run_dir=run_dir, steps=int(cfg.train.num_steps),
+               **{k: out[k] for k in ("rounds", "bytes_per_round", "trainable_params",
+                                      "train_gflops", "peak_bytes")})
   elif v.kind == "wise":
     start, meta, tuned = _wise_ends(ctx, teacher)
     tcfg = _run_config(teacher["run_dir"])
