@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint format install install-test clean
+.PHONY: demo test lint format install install-test onednn clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,10 +32,18 @@ DEMO_XLA_FLAGS ?=
 demo: $(VENV)/.installed
 	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
 
+# The optional oneDNN convolution extension (conv_impl 'onednn', and 'auto' where it measured
+# faster): needs g++, apt-get and dpkg-deb; fetches Debian's libdnnl into .venv/onednn (docs/speed.md).
+ONEDNN_LIB := $(VENV)/onednn/libjtransfer_onednn.so
+$(ONEDNN_LIB): jtransfer/models/onednn_conv.cc jtransfer/models/onednn_build.py | $(VENV)/.installed
+	$(BIN)/python -m jtransfer.models.onednn_build build --prefix=$(VENV)/onednn
+onednn: $(ONEDNN_LIB)
+
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once:
 # 8 min 44 s measured 2026-12-03 (README, Tests).
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+# The tests build the extension and require it (tests/test_onednn.py fails rather than skips).
+test: $(VENV)/.installed-test $(ONEDNN_LIB)
+	JTRANSFER_REQUIRE_ONEDNN=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # One formatter/linter (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
 lint: $(VENV)/.installed-test

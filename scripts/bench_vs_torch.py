@@ -133,7 +133,7 @@ def conv_layers(setting: dict):
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  plain, _ = jax_model(setting, "xla")
+  plain = jax_model(setting, "xla")
   found = []
 
   def record(next_fun, args, kwargs, context):
@@ -164,7 +164,7 @@ def distinct_convs(setting_keys):
 
 
 def jax_convs_worker(spec: dict):
-  """Timers for every distinct conv × direction × {xla, matmul}: (timers, info)."""
+  """Timers for every distinct conv × direction × formulation: (timers, info)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -181,7 +181,7 @@ def jax_convs_worker(spec: dict):
     dy = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
     shapes[key] = {**c, "y": y_shape,
                    "rule": conv_lib.conv_impl_rule(c["x"], c["k"], **kw, impl="auto")._asdict()}
-    for impl in ("xla", "matmul"):
+    for impl in spec["formulations"]:
       plan = conv_lib.ConvPlan(impl, impl, impl)
       fns = {
           "forward": (lambda x, w, dy, p=plan: conv_lib.conv(x, w, plan=p, **kw)),
@@ -390,7 +390,7 @@ def variant_label(spec: dict, flag_set: str | None) -> str:
 
 
 def bench_steps(args):
-  rows = [r for r in ROWS if r[0] in args.settings.split(",")]
+  rows = [r for r in ROWS if r[0] in args.settings.split(",") and r[1] in args.tasks.split(",")]
   jax_variants = [(impl, fs) for impl in args.conv_impls.split(",")
                   for fs in args.flag_sets.split(",")]
   groups = ([[r] for r in rows] if args.interleave == "row" else
@@ -448,8 +448,9 @@ def print_steps_table(rows, results, *, statistic: str):
 def bench_convs(args):
   settings = args.conv_settings.split(",")
   flag_sets = args.flag_sets.split(",")
-  specs = [(dict(kind="convs", framework="jax", settings=settings, warmup=1, flag_set=fs),
-            FLAG_SETS[fs]) for fs in flag_sets]
+  formulations = args.formulations.split(",")
+  specs = [(dict(kind="convs", framework="jax", settings=settings, warmup=1, flag_set=fs,
+                 formulations=formulations), FLAG_SETS[fs]) for fs in flag_sets]
   specs.append((dict(kind="convs", framework="torch", settings=settings, warmup=1), None))
   print(f"timing convs of {settings} in {len(specs)} processes, load {load()}", flush=True)
   workers, times, before, after = run_group(specs, args.reps)
@@ -459,7 +460,7 @@ def bench_convs(args):
     col = "torch" if impl == "torch" else f"{impl} [{workers[i].spec['flag_set']}]"
     med[(key, direction, col)] = statistics.median(ts)
   shapes = workers[0].info["shapes"]
-  cols = [f"{impl} [{fs}]" for fs in flag_sets for impl in ("xla", "matmul")]
+  cols = [f"{impl} [{fs}]" for fs in flag_sets for impl in formulations]
   print(f"\nload avg {before[0]:.1f} → {after[0]:.1f}; jax {workers[0].info['jax']}, "
         f"torch {workers[-1].info['torch']} ({workers[-1].info['threads']} threads); ms per call, "
         f"median of {args.reps}")
@@ -504,8 +505,11 @@ def main():
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--convs", action="store_true", help="per-conv directions, not steps")
   parser.add_argument("--settings", default="224,32,32s", help="steps: keys of SETTINGS")
+  parser.add_argument("--tasks", default="train,forward,probe", help="steps: rows' tasks")
   parser.add_argument("--conv_settings", default="32,224", help="--convs: keys of SETTINGS")
   parser.add_argument("--conv_impls", default="xla,auto", help="jtransfer conv impls to time")
+  parser.add_argument("--formulations", default="xla,matmul",
+                      help="--convs: conv formulations to time (add onednn once `make onednn` built it)")
   parser.add_argument("--flag_sets", default="der,dr", help=f"keys of {sorted(FLAG_SETS)}")
   parser.add_argument("--interleave", choices=("row", "setting"), default="row")
   parser.add_argument("--warmup", type=int, default=2)

@@ -15,6 +15,12 @@ import pytest
 from jtransfer.models import conv as conv_lib
 from jtransfer.models.conv import MATMUL, XLA, Conv, ConvPlan, conv, conv_impl_rule
 
+
+@pytest.fixture(autouse=True)
+def _without_onednn(monkeypatch):
+  """These tests pin 'auto' without the oneDNN extension; tests/test_onednn.py covers it with."""
+  monkeypatch.setenv("JTRANSFER_ONEDNN", "0")
+
 # (name, x shape NHWC, kernel HWIO, strides, padding, groups). Small batches keep the float64
 # XLA convolutions quick; the 2×2 maps with 64 channels are where 'auto' picks the matmul.
 CASES = [

@@ -435,6 +435,18 @@ def _load_export(export: str) -> tuple[dict, dict]:
 # --- cost ---
 
 
+def _xla_convs(model_cfg):
+  """``model_cfg`` with XLA's convolutions: ``cost_analysis`` sees no FLOPs inside a custom call
+  (the oneDNN ones, ``conv_impl='onednn'``/'auto'), and every formulation does the same
+  arithmetic, so costs are counted on this twin."""
+  if model_cfg.get("conv_impl", "xla") in ("xla", "matmul"):
+    return model_cfg
+  model_cfg = model_cfg.copy_and_resolve_references()
+  with model_cfg.unlocked():
+    model_cfg.conv_impl = "xla"
+  return model_cfg
+
+
 class CostMeter:
   """Per-program step costs, memoised (seeds and shots reuse one program)."""
 
@@ -451,6 +463,9 @@ class CostMeter:
     """
     key = cost.program_key(cfg)
     if key not in self._train:
+      cfg = cfg.copy_and_resolve_references()
+      with cfg.unlocked():
+        cfg.model = _xla_convs(cfg.model)
       task = tasks.from_config(cfg)
       run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
       shape = run.source.info.image_shape
@@ -488,7 +503,7 @@ class CostMeter:
     shape = inputs.from_config(data_cfg).info.image_shape
     key = json.dumps([model_cfg.arch, models.options_of(model_cfg), shape, batch], default=str)
     if key not in self._forward:
-      model = models.from_config(model_cfg, num_classes=None)
+      model = models.from_config(_xla_convs(model_cfg), num_classes=None)
       variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                     np.zeros((1, *shape), np.float32)))
       fn = jax.jit(lambda v, x: model.apply(v, x)[1]["pre_logits"])

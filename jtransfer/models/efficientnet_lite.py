@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jtransfer.models import conv as conv_lib
 from jtransfer.models.layers import BatchNormSpec, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
@@ -194,12 +195,13 @@ class MBConv(nn.Module):
   drop_connect_rate: float = 0.0
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv1x1 = lambda f, name: nn.Conv(f, (1, 1), use_bias=False, padding="VALID",
-                                      kernel_init=conv_init, dtype=self.dtype,
-                                      param_dtype=jnp.float32, name=name)
+    conv1x1 = lambda f, name: conv_lib.layer(f, (1, 1), impl=self.conv_impl, use_bias=False,
+                                             padding="VALID", kernel_init=conv_init,
+                                             dtype=self.dtype, param_dtype=jnp.float32, name=name)
     y = x
     if self.expand != 1:
       y = nn.relu6(self.norm(self, "bn0", conv1x1(self.in_features * self.expand, "expand_conv")(y),
@@ -230,6 +232,7 @@ class Stage(nn.Module):
   drop_connect_rates: tuple[float, ...]
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -238,7 +241,7 @@ class Stage(nn.Module):
     for r in range(g.repeats):
       x = MBConv(g.in_features if r == 0 else g.out_features, g.out_features, g.expand, g.kernel,
                  g.stride if r == 0 else 1, self.padding if r == 0 else same, self.norm,
-                 self.drop_connect_rates[r], self.depthwise_impl, self.dtype,
+                 self.drop_connect_rates[r], self.depthwise_impl, self.dtype, self.conv_impl,
                  name=str(self.first + r))(x, train)
     return x
 
@@ -251,12 +254,14 @@ class ConvBN(nn.Module):
   padding: tuple[tuple[int, int], tuple[int, int]]
   norm: BatchNormSpec
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool):
     k, s = self.kernel_size, self.stride
-    x = nn.Conv(self.features, (k, k), (s, s), padding=self.padding, use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+    x = conv_lib.layer(self.features, (k, k), (s, s), impl=self.conv_impl, padding=self.padding,
+                       use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+                       param_dtype=jnp.float32, name="conv")(x)
     return nn.relu6(self.norm(self, "bn", x, train))
 
 
@@ -276,6 +281,8 @@ class EfficientNetLite(nn.Module):
     padding: "same" or "static" (see the module docstring); ``static_size`` is the side "static"
       pads for.
     depthwise_impl: "auto" (default), "xla" or "slices" (``DepthwiseConv``).
+    conv_impl: how the stem, 1×1 and head convolutions compute: "xla" (default), "matmul",
+      "onednn" or "auto" (``jtransfer.models.conv``; docs/speed.md).
   """
   groups: tuple[BlockGroup, ...]
   num_classes: int | None = 1000
@@ -287,6 +294,7 @@ class EfficientNetLite(nn.Module):
   padding: str = "same"
   static_size: int = 224
   depthwise_impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -304,17 +312,19 @@ class EfficientNetLite(nn.Module):
 
     features = {}
     x = x.astype(self.dtype)
-    x = ConvBN(STEM_FEATURES, 3, 2, pads(x, 3, 2), norm, self.dtype, name="stem")(x, train)
+    x = ConvBN(STEM_FEATURES, 3, 2, pads(x, 3, 2), norm, self.dtype, self.conv_impl,
+               name="stem")(x, train)
     features["stem"] = x
     total = sum(g.repeats for g in self.groups)
     first = 0
     for i, g in enumerate(self.groups):
       rates = tuple(self.drop_connect_rate * (first + r) / total for r in range(g.repeats))
       x = Stage(g, first, pads(x, g.kernel, g.stride), norm, rates, self.depthwise_impl,
-                self.dtype, name=f"stage{i + 1}")(x, train)
+                self.dtype, self.conv_impl, name=f"stage{i + 1}")(x, train)
       features[f"stage{i + 1}"] = x
       first += g.repeats
-    x = ConvBN(HEAD_FEATURES, 1, 1, ((0, 0), (0, 0)), norm, self.dtype, name="head")(x, train)
+    x = ConvBN(HEAD_FEATURES, 1, 1, ((0, 0), (0, 0)), norm, self.dtype, self.conv_impl,
+               name="head")(x, train)
     features["head"] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x
@@ -331,7 +341,8 @@ class EfficientNetLite(nn.Module):
 def build(arch: str, *, num_classes: int | None = 1000, dtype: Any = "float32",
           frozen_bn: tuple[str, ...] = (), dropout_rate: float = 0.0,
           bn_axis_name: str | None = None, drop_connect_rate: float = 0.0,
-          padding: str = "same", depthwise_impl: str = "auto") -> EfficientNetLite:
+          padding: str = "same", depthwise_impl: str = "auto",
+          conv_impl: str = "xla") -> EfficientNetLite:
   """Builds ``arch`` (a key of ``ARCHS``); see ``EfficientNetLite`` for the options.
 
   ``dropout_rate`` is the caller's, not the reference's training value (``ARCHS[arch].dropout``).
@@ -342,13 +353,15 @@ def build(arch: str, *, num_classes: int | None = 1000, dtype: Any = "float32",
     raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
   if depthwise_impl not in DEPTHWISE_IMPLS:
     raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}")
+  if conv_impl not in conv_lib.IMPLS:
+    raise ValueError(f"conv_impl must be one of {conv_lib.IMPLS}, got {conv_impl!r}")
   if not 0.0 <= drop_connect_rate < 1.0:
     raise ValueError(f"drop_connect_rate must be in [0, 1), got {drop_connect_rate}")
   return EfficientNetLite(
       groups=stage_groups(arch), num_classes=num_classes, dtype=resolve_dtype(dtype),
       frozen_bn=tuple(frozen_bn), dropout_rate=dropout_rate, drop_connect_rate=drop_connect_rate,
       bn_axis_name=bn_axis_name, padding=padding, static_size=IMAGE_SIZE[arch],
-      depthwise_impl=depthwise_impl)
+      depthwise_impl=depthwise_impl, conv_impl=conv_impl)
 
 
 # (collection, flax leaf of a BatchNorm) -> the reference's tensor name.
@@ -391,7 +404,8 @@ SPEC = ModelSpec(
     family="efficientnet_lite",
     archs=tuple(ARCHS),
     build=build,
-    options={"drop_connect_rate": 0.0, "padding": "same", "depthwise_impl": "auto"},
+    options={"drop_connect_rate": 0.0, "padding": "same", "depthwise_impl": "auto",
+             "conv_impl": "xla"},
     # The 1x1 head conv (320 -> 1280, Keras' "top_conv") is the last stage: it is a feature
     # layer the ImageNet weights provide, so "train the last stage" means head conv + fc, as
     # ResNet's layer4 + fc; only the classifier ``fc`` is re-initialised for a new task.

@@ -37,16 +37,16 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def make_conv(dtype: Any, impl: str = "xla") -> Any:
   """The convolution every ResNet layer uses: bias-free, torchvision's init, float32 params.
 
-  ``impl``: 'xla' is ``nn.Conv``; 'matmul' and 'auto' are ``models.conv.Conv`` (same parameters,
-  each direction computed as XLA's convolution or as patches times one matmul; 'auto' picks per
-  layer shape on the CPU and is 'xla' elsewhere).
+  ``impl``: 'xla' is ``nn.Conv``; 'matmul', 'onednn' and 'auto' are ``models.conv.Conv`` (same
+  parameters, each direction computed as XLA's convolution, as patches times one matmul, or by
+  the optional oneDNN extension; 'auto' picks per layer shape on the CPU and is 'xla' elsewhere;
+  docs/speed.md).
   """
   def conv(features, kernel, stride, pad, name, groups=1):
-    kw = dict(padding=[(pad, pad), (pad, pad)], use_bias=False, feature_group_count=groups,
-              kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
-    if impl == "xla":
-      return nn.Conv(features, (kernel, kernel), (stride, stride), **kw)
-    return conv_lib.Conv(features, (kernel, kernel), (stride, stride), impl=impl, **kw)
+    return conv_lib.layer(features, (kernel, kernel), (stride, stride), impl=impl,
+                          padding=[(pad, pad), (pad, pad)], use_bias=False,
+                          feature_group_count=groups, kernel_init=conv_init, dtype=dtype,
+                          param_dtype=jnp.float32, name=name)
   return conv
 
 
@@ -136,7 +136,7 @@ class ResNet(nn.Module):
       64 matches torchvision's weights.
     bn_axis_name: the mapped axis BatchNorm statistics are averaged over (``pmap``'s); None
       under ``jit``, where every BatchNorm already sees the global batch.
-    conv_impl: how convolutions compute ('xla' | 'matmul' | 'auto', see ``make_conv``); the
+    conv_impl: how convolutions compute ('xla' | 'matmul' | 'onednn' | 'auto', see ``make_conv``); the
       parameters and checkpoints are the same whichever is used.
   """
   block: Any

@@ -1,0 +1,196 @@
+// oneDNN's 2-D convolution as three XLA FFI handlers: forward, backward-data, backward-weights.
+//
+// Built by `python -m jtransfer.models.onednn build` (`make onednn`); used by
+// jtransfer/models/onednn.py, which registers the handlers and calls them from `jtransfer.models.conv`.
+//
+// Layouts are the ones jtransfer's convolutions use: NHWC activations and HWIO kernels, float32,
+// no groups, no dilation. Activations stay NHWC (oneDNN's brgemm/jit kernels read it directly); the
+// kernel is reordered to the layout the chosen primitive asks for (`format_tag::any`), and the
+// weight gradient back from it. Primitives and reorders are created once per shape and cached.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+enum Direction { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+const char* kNames[] = {"forward", "backward_data", "backward_weights"};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// oneDNN's logical dims: src/dst NCHW, weights OIHW (the memory formats say NHWC / HWIO).
+struct Geometry {
+  memory::dims src, wei, dst, strides, pad_lo, pad_hi;
+};
+
+using Key = std::tuple<int, memory::dims, memory::dims, memory::dims, memory::dims, memory::dims,
+                       memory::dims>;
+
+struct Entry {
+  dnnl::primitive conv;
+  memory::desc wei_md;  // the (diff-)weights layout the primitive chose
+  bool reorder = false;
+  dnnl::primitive to_or_from_hwio;  // HWIO -> wei_md, or wei_md -> HWIO for backward-weights
+};
+
+std::mutex cache_mu;
+std::mutex run_mu;
+std::map<Key, Entry> cache;
+
+memory::desc Plain(const memory::dims& dims, tag t) { return memory::desc(dims, dt::f32, t); }
+
+Entry Make(Direction d, const Geometry& g) {
+  memory::desc src = Plain(g.src, tag::nhwc), dst = Plain(g.dst, tag::nhwc);
+  memory::desc any_w(g.wei, dt::f32, tag::any);
+  dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
+                                     dnnl::algorithm::convolution_direct, src, any_w, dst,
+                                     g.strides, g.pad_lo, g.pad_hi);
+  dnnl::convolution_forward::primitive_desc fwd(fd, Engine());
+  Entry e;
+  const char* impl = nullptr;
+  if (d == kForward) {
+    e.conv = dnnl::convolution_forward(fwd);
+    e.wei_md = fwd.weights_desc();
+    impl = fwd.impl_info_str();
+  } else if (d == kBackwardData) {
+    dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, any_w, dst,
+                                             g.strides, g.pad_lo, g.pad_hi);
+    dnnl::convolution_backward_data::primitive_desc pd(bd, Engine(), fwd);
+    e.conv = dnnl::convolution_backward_data(pd);
+    e.wei_md = pd.weights_desc();
+    impl = pd.impl_info_str();
+  } else {
+    dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct, src, any_w,
+                                                dst, g.strides, g.pad_lo, g.pad_hi);
+    dnnl::convolution_backward_weights::primitive_desc pd(wd, Engine(), fwd);
+    e.conv = dnnl::convolution_backward_weights(pd);
+    e.wei_md = pd.diff_weights_desc();
+    impl = pd.impl_info_str();
+  }
+  memory::desc hwio = Plain(g.wei, tag::hwio);
+  e.reorder = e.wei_md != hwio;
+  if (e.reorder) {
+    auto pd = d == kBackwardWeights
+                  ? dnnl::reorder::primitive_desc(Engine(), e.wei_md, Engine(), hwio)
+                  : dnnl::reorder::primitive_desc(Engine(), hwio, Engine(), e.wei_md);
+    e.to_or_from_hwio = dnnl::reorder(pd);
+  }
+  if (std::getenv("JTRANSFER_ONEDNN_VERBOSE")) {
+    std::fprintf(stderr, "jtransfer onednn %s N%ld C%ld H%ld W%ld -> O%ld k%ldx%ld s%ldx%ld: %s%s\n",
+                 kNames[d], (long)g.src[0], (long)g.src[1], (long)g.src[2], (long)g.src[3],
+                 (long)g.wei[0], (long)g.wei[2], (long)g.wei[3], (long)g.strides[0],
+                 (long)g.strides[1], impl, e.reorder ? " (kernel reordered)" : "");
+  }
+  return e;
+}
+
+Entry Get(Direction d, const Geometry& g) {
+  Key key{d, g.src, g.wei, g.dst, g.strides, g.pad_lo, g.pad_hi};
+  std::lock_guard<std::mutex> lock(cache_mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, Make(d, g)).first;
+  return it->second;
+}
+
+// `x`, `w`, `y`: the NHWC input, HWIO kernel and NHWC output shapes, whichever are operands.
+ffi::Error Run(Direction d, ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+               ffi::Span<const int64_t> y, float* src, float* wei, float* dst, int64_t sh,
+               int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr) {
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4) {
+    return ffi::Error::InvalidArgument("jtransfer onednn conv: operands must be rank 4");
+  }
+  const int64_t oh = (x[1] + pt + pb - w[0]) / sh + 1, ow = (x[2] + pl + pr - w[1]) / sw + 1;
+  if (x[3] != w[2] || y[3] != w[3] || y[0] != x[0] || y[1] != oh || y[2] != ow) {
+    return ffi::Error::InvalidArgument(
+        "jtransfer onednn conv " + std::string(kNames[d]) + ": shapes do not match (input " +
+        std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]) + "x" +
+        std::to_string(x[3]) + ", kernel " + std::to_string(w[0]) + "x" + std::to_string(w[1]) +
+        "x" + std::to_string(w[2]) + "x" + std::to_string(w[3]) + ")");
+  }
+  Geometry g{{x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]}, {y[0], y[3], y[1], y[2]},
+             {sh, sw},           {pt, pl},           {pb, pr}};
+  try {
+    Entry e = Get(d, g);
+    memory ms(Plain(g.src, tag::nhwc), Engine(), src);
+    memory mw(Plain(g.wei, tag::hwio), Engine(), wei);
+    memory md(Plain(g.dst, tag::nhwc), Engine(), dst);
+    memory mk = e.reorder ? memory(e.wei_md, Engine()) : mw;
+    // One oneDNN convolution at a time: XLA runs independent thunks (a layer's input and weight
+    // gradients) concurrently, and two OpenMP teams on the same cores slow both down.
+    static const bool serial = std::getenv("JTRANSFER_ONEDNN_CONCURRENT") == nullptr;
+    std::unique_lock<std::mutex> run_lock(run_mu, std::defer_lock);
+    if (serial) run_lock.lock();
+    dnnl::stream s(Engine());
+    if (d != kBackwardWeights && e.reorder) {
+      e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mw}, {DNNL_ARG_TO, mk}});
+    }
+    if (d == kForward) {
+      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DST, md}});
+    } else if (d == kBackwardData) {
+      e.conv.execute(s, {{DNNL_ARG_DIFF_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md}});
+    } else {
+      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md}});
+      if (e.reorder) e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mk}, {DNNL_ARG_TO, mw}});
+    }
+    s.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("jtransfer onednn conv ") + kNames[d] + ": " +
+                                err.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr) {
+  return Run(kForward, x.dimensions(), w.dimensions(), y->dimensions(), x.typed_data(),
+             w.typed_data(), y->typed_data(), sh, sw, pt, pl, pb, pr);
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                        ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
+                        int64_t pl, int64_t pb, int64_t pr) {
+  return Run(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), dx->typed_data(),
+             w.typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr);
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                           ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt,
+                           int64_t pl, int64_t pb, int64_t pr) {
+  return Run(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), x.typed_data(),
+             dw->typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr);
+}
+
+}  // namespace
+
+// Two operands, one result, and the geometry as attributes (strides; padding top, left, bottom,
+// right).
+#define JT_CONV_BINDING                                                                      \
+  ffi::Ffi::Bind()                                                                           \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                          \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                          \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                          \
+      .Attr<int64_t>("sh")                                                                   \
+      .Attr<int64_t>("sw")                                                                   \
+      .Attr<int64_t>("pt")                                                                   \
+      .Attr<int64_t>("pl")                                                                   \
+      .Attr<int64_t>("pb")                                                                   \
+      .Attr<int64_t>("pr")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JtOnednnConvForward, Forward, JT_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JtOnednnConvBackwardData, BackwardData, JT_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JtOnednnConvBackwardWeights, BackwardWeights, JT_CONV_BINDING);
