@@ -37,6 +37,15 @@ def _run(cmd: list[str], cwd: Path):
                      f"{proc.stdout}{proc.stderr}")
 
 
+def _download(where: Path):
+  """``apt-get download`` of the packages; once more after ``apt-get update`` (as root) when the
+  package lists are missing or stale."""
+  cmd = ["apt-get", "download", *DEBIAN_PACKAGES]
+  if subprocess.run(cmd, cwd=where, capture_output=True).returncode and os.geteuid() == 0:
+    _run(["apt-get", "update", "-qq"], where)
+  _run(cmd, where)
+
+
 def build(prefix: Path, cxx: str = "g++") -> Path:
   """Fetches Debian's oneDNN into ``prefix`` and compiles the extension there; returns its path."""
   for tool in (cxx, "apt-get", "dpkg-deb"):
@@ -48,7 +57,7 @@ def build(prefix: Path, cxx: str = "g++") -> Path:
   if not list(root.glob("usr/lib/*/libdnnl.so.2")):
     # Unpacked beside the prefix and renamed into place: a half-unpacked tree is never used.
     with tempfile.TemporaryDirectory(dir=prefix) as t:
-      _run(["apt-get", "download", *DEBIAN_PACKAGES], Path(t))
+      _download(Path(t))
       for deb in sorted(Path(t).glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(Path(t) / "root")], Path(t))
       shutil.rmtree(root, ignore_errors=True)
