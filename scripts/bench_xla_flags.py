@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_xla_flags.py --arch=efficientnet_lite0 --size=32 --batch=16
     .venv/bin/python scripts/bench_xla_flags.py --arch=resnet18 --size=224 --batch=32 --rounds=2
+    .venv/bin/python scripts/bench_xla_flags.py --flag_sets=jaxlib,dr --conv_impls=xla,auto
 
 Each flag set runs in its own process (XLA reads its flags once), round-robin over ``--rounds``,
 so load from other jobs hits every flag set alike; a process builds the model, lowers and compiles
@@ -39,7 +40,7 @@ def worker(args) -> dict:
   from jtransfer.train.state import TrainState  # pylint: disable=g-import-not-at-top
   from jtransfer.train.step import make_train_step  # pylint: disable=g-import-not-at-top
 
-  model = models.create(args.arch, num_classes=10)
+  model = models.create(args.arch, num_classes=10, conv_impl=args.conv_impl)
   x = jnp.zeros((args.batch, args.size, args.size, 3), jnp.float32)
   batch = {"image": x, "label": jnp.arange(args.batch, dtype=jnp.int32) % 10}
   variables = model.init(jax.random.key(0), x[:1], train=False)
@@ -73,19 +74,22 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--flag_sets", default="jaxlib,der,dr")
+  p.add_argument("--conv_impls", default="xla", help="model.conv_impl values, each x flag set")
+  p.add_argument("--conv_impl", default="xla", help=argparse.SUPPRESS)
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
     print("RESULT" + json.dumps(worker(args)))
     return
-  names = args.flag_sets.split(",")
+  names = [(fs, impl) for impl in args.conv_impls.split(",") for fs in args.flag_sets.split(",")]
   load_before = os.getloadavg()
   out = {n: {"compile_s": [], "steps_s": []} for n in names}
   for _ in range(args.rounds):
     for name in names:
-      env = {**os.environ, "XLA_FLAGS": FLAG_SETS[name], "TF_CPP_MIN_LOG_LEVEL": "2"}
+      fs, impl = name
+      env = {**os.environ, "XLA_FLAGS": FLAG_SETS[fs], "TF_CPP_MIN_LOG_LEVEL": "2"}
       cmd = [sys.executable, __file__, "--worker", f"--arch={args.arch}", f"--size={args.size}",
-             f"--batch={args.batch}", f"--steps={args.steps}"]
+             f"--batch={args.batch}", f"--steps={args.steps}", f"--conv_impl={impl}"]
       proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
       r = json.loads(proc.stdout.split("RESULT", 1)[1])
       out[name]["compile_s"].append(r["compile_s"])
@@ -93,12 +97,13 @@ def main() -> None:
   load_after = os.getloadavg()
   print(f"\n{args.arch}, {args.size} px, batch {args.batch}, adamw full fine-tune step; "
         f"{args.rounds} rounds x {args.steps} steps; load {load_before[0]:.1f} -> {load_after[0]:.1f}\n")
-  print("| flags | XLA_FLAGS | compile s (median) | step ms (median) | step vs first |")
-  print("|---|---|---:|---:|---:|")
+  print("| flags | conv_impl | XLA_FLAGS | compile s (median) | step ms (median) | step vs first |")
+  print("|---|---|---|---:|---:|---:|")
   first = statistics.median(out[names[0]]["steps_s"])
   for name in names:
+    fs, impl = name
     step = statistics.median(out[name]["steps_s"])
-    print(f"| {name} | `{FLAG_SETS[name] or '(unset)'}` | "
+    print(f"| {fs} | {impl} | `{FLAG_SETS[fs] or '(unset)'}` | "
           f"{statistics.median(out[name]['compile_s']):.1f} | {step * 1e3:.0f} | "
           f"{first / step:.2f}x |")
 

@@ -90,6 +90,8 @@ def test_only_float32_ungrouped_convolutions():
     assert conv_impl_rule((2, 4, 4, 8), (3, 3, 8, 8), impl="onednn", dtype=dtype, **kw) == XLA
   assert conv_impl_rule((2, 4, 4, 8), (3, 3, 2, 8), impl="onednn", feature_group_count=4,
                         **kw) == XLA
+  with pytest.raises(ValueError, match="runs on the CPU"):
+    conv_impl_rule((2, 4, 4, 8), (3, 3, 8, 8), impl="onednn", backend="gpu", **kw)
   x, k = _data((1, 4, 4, 8), (3, 3, 8, 8))
   with pytest.raises(ValueError, match="float32"):
     conv(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), plan=ONEDNN, **kw)

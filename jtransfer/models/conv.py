@@ -1,4 +1,5 @@
-"""A linen ``Conv`` whose forward pass and two gradients each pick XLA's convolution or a matmul.
+"""A linen ``Conv`` whose forward pass and two gradients each pick XLA's convolution, a matmul or
+oneDNN's kernels.
 
     from jtransfer.models.conv import Conv, conv_impl_rule
     conv = Conv(512, (3, 3), (1, 1), padding=[(1, 1), (1, 1)], use_bias=False, impl="auto")
@@ -6,6 +7,7 @@
     y = conv.apply(variables, x)
     conv_impl_rule(x.shape, (3, 3, 512, 512), strides=(1, 1), padding=[(1, 1), (1, 1)])
     # ConvPlan(forward='matmul', input_grad='matmul', weight_grad='xla') for x of [128, 1, 1, 512]
+    # ConvPlan(forward='onednn', input_grad='onednn', weight_grad='xla') with the oneDNN extension
 
 ``Conv`` takes the subset of ``nn.Conv`` the models use (2-D NHWC inputs, HWIO kernel, explicit
 padding, groups, bias, inits, dtypes) and creates exactly ``nn.Conv``'s parameters, so converted
@@ -14,6 +16,8 @@ weights and checkpoints do not change. ``impl`` chooses how it computes:
 * ``'xla'``: ``lax.conv_general_dilated``, exactly ``nn.Conv`` (the default).
 * ``'matmul'``: patches as matmul in all three directions (pad, k² strided slices, one
   concatenate, one ``dot``); grouped convolutions stay on XLA.
+* ``'onednn'``: oneDNN's forward / backward-data / backward-weights primitives, called inside
+  XLA through the optional FFI extension (``jtransfer.models.onednn``); float32, ungrouped, CPU.
 * ``'auto'``: on the CPU backend, ``conv_impl_rule`` per direction; on GPU/TPU, ``'xla'``.
 
 Why (jaxlib 0.10 on a 2-core AMD EPYC, measured by ``scripts/bench_vs_torch.py --convs``):
@@ -26,7 +30,9 @@ Why (jaxlib 0.10 on a 2-core AMD EPYC, measured by ``scripts/bench_vs_torch.py -
 * XLA's weight gradient of a 1×1 convolution is 1.1-2.4× (stride 1) and 2-4.5× (stride 2)
   slower than ``xᵀ·dy`` as one dot; for larger kernels XLA's is the faster one.
 
-'auto' flips exactly those cases; everything else stays XLA's.
+Without the oneDNN extension 'auto' flips exactly those cases; everything else stays XLA's.
+With it, oneDNN's kernels beat XLA's in nearly every 3×3/7×7 direction (``conv_impl_rule`` says
+where; docs/speed.md has the figures).
 
 A non-XLA plan runs through a ``jax.custom_vjp`` that keeps only the input and the kernel for the
 backward pass (not the k²-times larger patches, which the weight gradient rebuilds when it needs
@@ -142,6 +148,9 @@ def conv_impl_rule(input_shape: Sequence[int], kernel_shape: Sequence[int], *,
   if impl == "matmul":
     return MATMUL
   if impl == "onednn":
+    if (backend or jax.default_backend()) != "cpu":
+      raise ValueError(f"conv impl 'onednn' runs on the CPU; the backend is "
+                       f"{backend or jax.default_backend()!r} (use 'auto' or 'xla')")
     # float32 only; other dtypes (and grouped convolutions, above) stay on XLA.
     return ONEDNN if onednn.supports(dtype) else XLA
   if (backend or jax.default_backend()) != "cpu":
@@ -256,7 +265,7 @@ def conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int] = (1, 1),
          plan: ConvPlan | str = "xla") -> jax.Array:
   """2-D convolution of NHWC ``x`` with an HWIO ``kernel`` (same dtype), computed per ``plan``.
 
-  ``plan``: a ``ConvPlan`` (each direction 'xla' or 'matmul'), or an impl name that
+  ``plan``: a ``ConvPlan`` (each direction 'xla', 'matmul' or 'onednn'), or an impl name that
   ``conv_impl_rule`` turns into one. The all-XLA plan is plain ``lax.conv_general_dilated``
   (forward mode included); any other plan needs ``feature_group_count == 1``.
   """
