@@ -62,8 +62,8 @@ def _load() -> str | None:
   path = library_path()
   if not path.is_file():
     return f"{path} does not exist; {BUILD_HINT}"
-  # libgomp reads this once, when oneDNN's first parallel region starts: idle OpenMP threads
-  # then sleep instead of spinning on the cores XLA's own thread pool runs the next op on.
+  # libgomp reads this when it is loaded (here, with oneDNN, unless something loaded it before):
+  # idle OpenMP threads then sleep instead of spinning on the cores XLA's thread pool needs next.
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   try:
     lib = ctypes.cdll.LoadLibrary(str(path))
