@@ -181,7 +181,8 @@ def jax_convs_worker(spec: dict):
     dy = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
     shapes[key] = {**c, "y": y_shape,
                    "rule": conv_lib.conv_impl_rule(c["x"], c["k"], **kw, impl="auto")._asdict()}
-    for impl in spec["formulations"]:
+    # The rule's picks are timed too, so the 'auto' column exists whatever --formulations says.
+    for impl in dict.fromkeys([*spec["formulations"], *shapes[key]["rule"].values()]):
       plan = conv_lib.ConvPlan(impl, impl, impl)
       fns = {
           "forward": (lambda x, w, dy, p=plan: conv_lib.conv(x, w, plan=p, **kw)),

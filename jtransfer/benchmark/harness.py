@@ -463,9 +463,11 @@ class CostMeter:
     """
     key = cost.program_key(cfg)
     if key not in self._train:
-      cfg = cfg.copy_and_resolve_references()
-      with cfg.unlocked():
-        cfg.model = _xla_convs(cfg.model)
+      model_cfg = _xla_convs(cfg.model)
+      if model_cfg is not cfg.model:
+        cfg = cfg.copy_and_resolve_references()
+        with cfg.unlocked():
+          cfg.model = model_cfg
       task = tasks.from_config(cfg)
       run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
       shape = run.source.info.image_shape

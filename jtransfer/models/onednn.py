@@ -86,9 +86,9 @@ def require():
     raise RuntimeError(f"conv formulation 'onednn' needs the oneDNN extension: {why}")
 
 
-def supports(dtype, feature_group_count: int = 1) -> bool:
-  """Whether the kernels handle a convolution of this dtype and grouping."""
-  return feature_group_count == 1 and np.dtype(dtype) == np.float32
+def supports(dtype) -> bool:
+  """Whether the kernels compute this dtype (float32; grouping is the caller's check)."""
+  return np.dtype(dtype) == np.float32
 
 
 def _attrs(strides: Sequence[int], padding: Sequence[tuple[int, int]]) -> dict:

@@ -136,8 +136,8 @@ class ResNet(nn.Module):
       64 matches torchvision's weights.
     bn_axis_name: the mapped axis BatchNorm statistics are averaged over (``pmap``'s); None
       under ``jit``, where every BatchNorm already sees the global batch.
-    conv_impl: how convolutions compute ('xla' | 'matmul' | 'onednn' | 'auto', see ``make_conv``); the
-      parameters and checkpoints are the same whichever is used.
+    conv_impl: how convolutions compute ('xla' | 'matmul' | 'onednn' | 'auto', see
+      ``make_conv``); the parameters and checkpoints are the same whichever is used.
   """
   block: Any
   layers: Sequence[int]
