@@ -49,7 +49,8 @@ def random_variables(model, img):
     if path.endswith("kernel"):
       return x * np.sqrt(2.0 / np.prod(s.shape[:-1]), dtype=np.float32)
     return 1.0 + 0.1 * np.abs(x) if path.endswith(("scale", "var")) else 0.1 * x
-  return optim.rules.map_paths(draw, shapes)
+  # On the device once, as torch's parameters are: numpy leaves would be copied in every call.
+  return jax.device_put(optim.rules.map_paths(draw, shapes))
 
 
 def optim_config():

@@ -31,8 +31,11 @@ CASES = [
     ("3x3 asymmetric pad and stride", (2, 8, 6, 3), (3, 3, 3, 5), (2, 1), ((1, 2), (0, 1)), 1),
     ("7x7 s2 p3 stem", (2, 16, 16, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3)), 1),
     ("3x3 s1 on 2x2 (auto: matmul)", (2, 2, 2, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)), 1),
-    ("3x3 s1 on 1x1 (auto: matmul)", (2, 1, 1, 96), (3, 3, 96, 96), (1, 1), ((1, 1), (1, 1)), 1),
+    ("3x3 s1 on 1x1 (auto: its centre tap)", (2, 1, 1, 96), (3, 3, 96, 96), (1, 1),
+     ((1, 1), (1, 1)), 1),
     ("3x3 s2 4x4 -> 2x2 (auto: input grad)", (2, 4, 4, 32), (3, 3, 32, 96), (2, 2),
+     ((1, 1), (1, 1)), 1),
+    ("3x3 s2 2x2 -> 1x1 (auto: its 2x2 live taps)", (2, 2, 2, 32), (3, 3, 32, 48), (2, 2),
      ((1, 1), (1, 1)), 1),
     ("3x3 grouped", (2, 6, 6, 8), (3, 3, 2, 8), (1, 1), ((1, 1), (1, 1)), 4),
 ]
@@ -83,6 +86,21 @@ def test_matmul_equals_xla_in_float32(case):
   for g, w in zip(got, want):
     assert g.dtype == jnp.float32
     np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
+
+
+def test_auto_drops_the_taps_that_touch_only_padding():
+  pad = ((1, 1), (1, 1))
+  # A 3×3 kernel on a 1×1 image: its centre; 2×2 -> 1×1 at stride 2: its lower-right 2×2.
+  assert conv_lib.live_taps((1, 1), (3, 3), (1, 1), pad) == (((1, 2), (1, 2)), ((0, 0), (0, 0)))
+  assert conv_lib.live_taps((2, 2), (3, 3), (2, 2), pad) == (((1, 3), (1, 3)), ((0, 0), (0, 0)))
+  assert conv_lib.live_taps((1, 4), (3, 3), (1, 1), pad) == (((1, 2), (0, 3)), ((0, 0), (1, 1)))
+  for hw, s in [((2, 2), (1, 1)), ((56, 56), (1, 1)), ((7, 7), (2, 2))]:
+    assert conv_lib.live_taps(hw, (3, 3), s, pad) is None
+  # 'auto' computes the 1×1 image's convolution with the 1×1 kernel (its value and gradients
+  # equal XLA's: CASES); the explicit plans keep the whole kernel.
+  x, k = _data((2, 1, 1, 8), (3, 3, 8, 8), jnp.float32)
+  jaxpr = lambda plan: str(jax.make_jaxpr(lambda x, k: conv(x, k, padding=pad, plan=plan))(x, k))
+  assert "f32[1,1,8,8]" in jaxpr("auto") and "f32[1,1,8,8]" not in jaxpr("matmul")
 
 
 def test_rule_picks_matmul_only_for_tiny_maps_on_cpu():

@@ -105,6 +105,30 @@ def _out_hw(in_hw, kernel_hw, strides, padding) -> tuple[int, int]:
                for i, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, padding))
 
 
+def live_taps(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
+              padding: Padding) -> tuple[tuple[int, int], ...] | None:
+  """The kernel rows and columns that ever touch the image, as ((row lo, hi), (col lo, hi))
+  half-open ranges, when some rows or columns touch only padding (a 3×3 kernel on a 1×1 image:
+  only its centre); else None. Dropping the others, with the padding shrunk to match, is the
+  same convolution (``conv`` with 'auto' does, on the CPU): those taps multiply zeros."""
+  ranges, pads = [], []
+  for n, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, padding):
+    out = (n + lo + hi - k) // s + 1
+    live = [i for i in range(k) if any(0 <= o * s + i - lo < n for o in range(out))]
+    if not live:
+      return None
+    a, b = live[0], live[-1] + 1
+    new_lo = lo - a
+    new_hi = (out - 1) * s + (b - a) - n - new_lo
+    if new_lo < 0 or new_hi < 0:
+      return None
+    ranges.append((a, b))
+    pads.append((new_lo, new_hi))
+  if all((a, b) == (0, k) for (a, b), k in zip(ranges, kernel_hw)):
+    return None
+  return tuple(ranges), tuple(pads)
+
+
 def onednn_in_use(dtype: Any = jnp.float32) -> bool:
   """Whether 'auto' uses the oneDNN extension: built and loaded, ``dtype`` float32, and one device
   in the process (XLA cannot partition a custom call over a mesh; it would gather its operands).
@@ -271,6 +295,11 @@ def conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int] = (1, 1),
   """
   strides = tuple(int(s) for s in strides)
   padding = _pairs(padding, kernel.shape[:2], strides, x.shape[1:3])
+  if plan == "auto" and feature_group_count == 1 and jax.default_backend() == "cpu":
+    live = live_taps(x.shape[1:3], kernel.shape[:2], strides, padding)
+    if live is not None:
+      ((r0, r1), (c0, c1)), padding = live
+      kernel = kernel[r0:r1, c0:c1]
   if isinstance(plan, str):
     plan = conv_impl_rule(x.shape, kernel.shape, strides=strides, padding=padding,
                           feature_group_count=feature_group_count, impl=plan, dtype=x.dtype)
@@ -356,4 +385,5 @@ def layer(features: int, kernel_size: Sequence[int], strides: Sequence[int] = (1
 
 
 __all__ = ["Conv", "ConvPlan", "FORMULATIONS", "IMPLS", "MATMUL", "MIN_WORK", "ONEDNN",
-           "ONEDNN_MIN_1X1", "SMALL_MAP", "XLA", "conv", "conv_impl_rule", "layer", "onednn_in_use"]
+           "ONEDNN_MIN_1X1", "SMALL_MAP", "XLA", "conv", "conv_impl_rule", "layer", "live_taps",
+           "onednn_in_use"]

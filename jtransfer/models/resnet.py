@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jtransfer.models import conv as conv_lib
+from jtransfer.models import pool
 from jtransfer.models.layers import BatchNormSpec, classifier_head, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
@@ -137,7 +138,8 @@ class ResNet(nn.Module):
     bn_axis_name: the mapped axis BatchNorm statistics are averaged over (``pmap``'s); None
       under ``jit``, where every BatchNorm already sees the global batch.
     conv_impl: how convolutions compute ('xla' | 'matmul' | 'onednn' | 'auto', see
-      ``make_conv``); the parameters and checkpoints are the same whichever is used.
+      ``make_conv``); the parameters and checkpoints are the same whichever is used. Any but
+      'xla' also gives the stem's max-pool its faster CPU gradient (``pool.max_pool``).
   """
   block: Any
   layers: Sequence[int]
@@ -164,7 +166,9 @@ class ResNet(nn.Module):
       x = nn.relu(norm(self, "bn1", conv(self.base_planes, 3, 1, 1, "conv1")(x), train))
     else:
       x = nn.relu(norm(self, "bn1", conv(self.base_planes, 7, 2, 3, "conv1")(x), train))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+      # The native gradient under 'xla'; otherwise the CPU's faster sliced one (models/pool.py).
+      x = pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)),
+                        impl="xla" if self.conv_impl == "xla" else "auto")
     features["stem"] = x
     stage_planes = [self.base_planes * 2**i for i in range(4)]
     for i, (n, planes) in enumerate(zip(self.layers, stage_planes)):
