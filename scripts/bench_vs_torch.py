@@ -1,5 +1,6 @@
-"""ResNet-18 on this CPU, jtransfer against torchvision: the train step, the inference forward, and
-every convolution of the network per direction (forward, input gradient, weight gradient).
+"""ResNet-18 and EfficientNet-Lite0 on this CPU, jtransfer against PyTorch: the train step, the
+inference forward, and every convolution of ResNet-18 per direction (forward, input gradient,
+weight gradient).
 
     .venv/bin/python scripts/bench_vs_torch.py                      # steps: 15-50 min, 2 cores
     .venv/bin/python scripts/bench_vs_torch.py --convs              # per-conv directions: ~10 min
@@ -12,7 +13,9 @@ with weight decay 0.05, one ``jit`` with the state donated) and the inference fo
 the same hyper-parameters, ``inference_mode`` forward) on the same batch: 224 px batch 32, 32 px
 batch 128 with the ImageNet stem, 32 px batch 128 with the small stem (torch: ``conv1`` a 3×3
 stride-1 conv, ``maxpool`` an Identity), and a 224-px linear probe (fc trained, the backbone and
-its BatchNorms frozen; torch: ``eval()`` backbone with ``requires_grad=False``). 10 classes,
+its BatchNorms frozen; torch: ``eval()`` backbone with ``requires_grad=False``); and ``lite224``:
+EfficientNet-Lite0 at 224 px, batch 32 (train step and forward), against ``efficientnet-lite-pytorch``
+(the reference the Lite0 weights come from; no dropout or drop-connect on either side). 10 classes,
 random weights and data (speed does not depend on them).
 
 Every variant runs in its own process (its own ``XLA_FLAGS``; torch never shares a process with
@@ -53,13 +56,15 @@ FLAG_SETS = {
     "jaxlib": "",
 }
 SETTINGS = {
-    "224": dict(img=224, batch=32, small_stem=False),
-    "32": dict(img=32, batch=128, small_stem=False),
-    "32s": dict(img=32, batch=128, small_stem=True),
+    "224": dict(img=224, batch=32, small_stem=False, arch="resnet18"),
+    "32": dict(img=32, batch=128, small_stem=False, arch="resnet18"),
+    "32s": dict(img=32, batch=128, small_stem=True, arch="resnet18"),
+    # EfficientNet-Lite0 (the demo's family) against its PyTorch reference.
+    "lite224": dict(img=224, batch=32, small_stem=False, arch="efficientnet_lite0"),
 }
 # (setting, task) rows of the steps table; 'probe' is the linear probe's train step.
 ROWS = (("224", "train"), ("224", "forward"), ("224", "probe"), ("32", "train"), ("32", "forward"),
-        ("32s", "train"), ("32s", "forward"))
+        ("32s", "train"), ("32s", "forward"), ("lite224", "train"), ("lite224", "forward"))
 NUM_CLASSES = 10
 WEIGHT_DECAY = 0.05
 # Between two timings: lets torch's OpenMP threads stop spinning before the next process runs.
@@ -71,8 +76,12 @@ PAUSE_S = 0.02
 
 
 def jax_model(setting: dict, impl: str, frozen_bn=()):
-  """ResNet-18 with ``conv_impl=impl`` (the family's model option)."""
+  """ResNet-18 or EfficientNet-Lite0 with ``conv_impl=impl`` (both families' model option; Lite0's
+  depthwise convolutions keep their default, ``depthwise_impl='auto'``)."""
   from jtransfer import models
+  if setting["arch"] != "resnet18":
+    return models.create(setting["arch"], num_classes=NUM_CLASSES, frozen_bn=frozen_bn,
+                         conv_impl=impl)
   return models.create("resnet18", num_classes=NUM_CLASSES, small_stem=setting["small_stem"],
                        frozen_bn=frozen_bn, conv_impl=impl)
 
@@ -213,12 +222,22 @@ def torch_resnet18(small_stem: bool):
   return model.to(memory_format=torch.channels_last)
 
 
+def torch_model(setting: dict):
+  if setting["arch"] == "resnet18":
+    return torch_resnet18(setting["small_stem"])
+  from efficientnet_lite_pytorch import EfficientNet
+  import torch
+  model = EfficientNet.from_name(setting["arch"].replace("_", "-"), num_classes=NUM_CLASSES,
+                                 dropout_rate=0.0, drop_connect_rate=0.0)
+  return model.to(memory_format=torch.channels_last)
+
+
 def torch_step_worker(spec: dict):
   import torch
   import torch.nn.functional as F
   setting, task = SETTINGS[spec["setting"]], spec["task"]
   torch.manual_seed(0)
-  model = torch_resnet18(setting["small_stem"])
+  model = torch_model(setting)
   b, img = setting["batch"], setting["img"]
   x = torch.randn(b, 3, img, img).contiguous(memory_format=torch.channels_last)
   y = torch.randint(0, NUM_CLASSES, (b,))
@@ -429,7 +448,7 @@ def print_steps_table(rows, results, *, statistic: str):
         + " | load avg before → after |")
   print("|---|---|---:|" + "---:|" * len(labels) + "---|")
   names = {"224": "224 px, batch 32", "32": "32 px, batch 128, ImageNet stem",
-           "32s": "32 px, batch 128, small stem"}
+           "32s": "32 px, batch 128, small stem", "lite224": "Lite0, 224 px, batch 32"}
   tasks = {"train": "full FT train step", "forward": "inference forward",
            "probe": "linear-probe train step"}
   pick = statistics.median if statistic == "median" else min
@@ -505,7 +524,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--convs", action="store_true", help="per-conv directions, not steps")
-  parser.add_argument("--settings", default="224,32,32s", help="steps: keys of SETTINGS")
+  parser.add_argument("--settings", default="224,32,32s,lite224", help="steps: keys of SETTINGS")
   parser.add_argument("--tasks", default="train,forward,probe", help="steps: rows' tasks")
   parser.add_argument("--conv_settings", default="32,224", help="--convs: keys of SETTINGS")
   parser.add_argument("--conv_impls", default="xla,auto", help="jtransfer conv impls to time")

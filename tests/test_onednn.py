@@ -7,6 +7,7 @@ so there a missing or broken build fails these tests instead of skipping them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,37 @@ def test_each_direction_equals_xla_in_float32(case):
     for name, g, w, s in zip(("forward", "input grad", "weight grad"), results, want, scale):
       assert g.shape == w.shape and g.dtype == jnp.float32
       np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * s, err_msg=f"{plan} {name}")
+
+
+# Grouped: (name, x NHWC, kernel HWIO (kh, kw, I/G, O), strides, padding, groups). Lite0's
+# depthwise shapes (TF-"same" asymmetric padding at stride 2) and a two-group convolution.
+GROUPED = [
+    ("depthwise 3x3 s1", (2, 9, 9, 16), (3, 3, 1, 16), (1, 1), ((1, 1), (1, 1)), 16),
+    ("depthwise 5x5 s2 same", (2, 10, 10, 24), (5, 5, 1, 24), (2, 2), ((1, 2), (1, 2)), 24),
+    ("depthwise 3x3 on 2x2", (2, 2, 2, 32), (3, 3, 1, 32), (1, 1), ((1, 1), (1, 1)), 32),
+    ("two groups", (2, 6, 6, 8), (3, 3, 4, 6), (1, 1), ((1, 1), (1, 1)), 2),
+]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=[c[0] for c in GROUPED])
+def test_grouped_directions_equal_xla_in_float32(case):
+  _, x_shape, k_shape, strides, padding, groups = case
+  x, k = _data(x_shape, k_shape)
+
+  def value_and_grads(plan, x, k):
+    def f(x, k):
+      y = conv(x, k, strides=strides, padding=padding, feature_group_count=groups, plan=plan)
+      return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size), y
+    (_, y), (dx, dk) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(x, k)
+    return y, dx, dk
+  want, got = jax.jit(lambda x, k: [value_and_grads(p, x, k) for p in (XLA, ONEDNN)])(x, k)
+  for name, g, w in zip(("forward", "input grad", "weight grad"), got, want):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
+                               err_msg=name)
+  with pytest.raises(ValueError, match="matmul formulation is for ungrouped"):
+    conv(x, k, strides=strides, padding=padding, feature_group_count=groups,
+         plan=ConvPlan("matmul", "onednn", "onednn"))
 
 
 def test_kernels_called_directly_and_under_vmap():
@@ -240,8 +272,8 @@ def test_the_cost_meter_counts_a_onednn_model_on_its_xla_twin(tmp_path):
 
 
 def test_efficientnet_lite0_conv_impl_gives_the_same_logits_and_gradients():
-  """Lite0's stem, 1×1 and head convolutions through 'onednn' / 'auto' (depthwise unchanged):
-  the same parameters, and XLA's logits and gradients within float32 rounding. BatchNorm uses its
+  """Lite0's convolutions through 'onednn' / 'auto' (the depthwise ones too: ``depthwise_impl``
+  'auto' follows a non-'xla' ``conv_impl`` onto oneDNN): the same parameters, and XLA's logits and gradients within float32 rounding. BatchNorm uses its
   running statistics here (as in a frozen-BN fine-tune): at 32 px Lite0's last stages are 1×1
   maps, and batch statistics over 4 values amplify rounding ~100× (forward features measured
   within 1e-5 through stage5, 3e-3 at the head), which would hide a real error."""
@@ -264,6 +296,9 @@ def test_efficientnet_lite0_conv_impl_gives_the_same_logits_and_gradients():
   for impl in ("onednn", "auto"):
     text, ((_, logits), grads) = value_and_grad(impl)
     assert "jtransfer_onednn_conv_forward" in text, impl
+    # The 16 depthwise convolutions run there too (a group attribute above 1).
+    groups = [int(g) for g in re.findall(r"\bg = (\d+) : i64", text)]
+    assert sum(g > 1 for g in groups) >= 16, (impl, groups)
     np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4, err_msg=impl)
     flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree.leaves(t)])
     total = float(np.linalg.norm(flat(grads) - flat(want)) / np.linalg.norm(flat(want)))

@@ -17,7 +17,9 @@ weights and checkpoints do not change. ``impl`` chooses how it computes:
 * ``'matmul'``: patches as matmul in all three directions (pad, k² strided slices, one
   concatenate, one ``dot``); grouped convolutions stay on XLA.
 * ``'onednn'``: oneDNN's forward / backward-data / backward-weights primitives, called inside
-  XLA through the optional FFI extension (``jtransfer.models.onednn``); float32, ungrouped, CPU.
+  XLA through the optional FFI extension (``jtransfer.models.onednn``); float32, CPU; a ``Conv``
+  uses it for ungrouped convolutions, an explicit ``ConvPlan`` also for grouped ones (Lite0's
+  depthwise convolutions).
 * ``'auto'``: on the CPU backend, ``conv_impl_rule`` per direction; on GPU/TPU, ``'xla'``.
 
 Why (jaxlib 0.10 on a 2-core AMD EPYC, measured by ``scripts/bench_vs_torch.py --convs``):
@@ -230,11 +232,13 @@ def _matmul_conv(x, kernel, strides, padding):
   return lax.dot_general(p, kernel.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())))
 
 
-def _input_grad(impl, x_aval, kernel, dy, strides, padding):
+def _input_grad(impl, x_aval, kernel, dy, strides, padding, groups):
   if impl == "onednn":
-    return onednn.backward_data(dy, kernel, x_aval.shape, strides=strides, padding=padding)
+    return onednn.backward_data(dy, kernel, x_aval.shape, strides=strides, padding=padding,
+                                groups=groups)
   if impl == "xla":
-    return jax.linear_transpose(lambda x: _xla_conv(x, kernel, strides, padding), x_aval)(dy)[0]
+    return jax.linear_transpose(lambda x: _xla_conv(x, kernel, strides, padding, groups),
+                                x_aval)(dy)[0]
   kh, kw, c, o = kernel.shape
   # dy @ kernelᵀ gives each patch's gradient; the patches' transpose (pads and adds of the k²
   # slices) folds them back onto the input.
@@ -242,42 +246,44 @@ def _input_grad(impl, x_aval, kernel, dy, strides, padding):
   return jax.linear_transpose(lambda x: _patches(x, (kh, kw), strides, padding), x_aval)(dp)[0]
 
 
-def _weight_grad(impl, x, kernel_aval, dy, strides, padding):
+def _weight_grad(impl, x, kernel_aval, dy, strides, padding, groups):
   if impl == "onednn":
-    return onednn.backward_weights(x, dy, kernel_aval.shape, strides=strides, padding=padding)
+    return onednn.backward_weights(x, dy, kernel_aval.shape, strides=strides, padding=padding,
+                                   groups=groups)
   if impl == "xla":
-    return jax.linear_transpose(lambda k: _xla_conv(x, k, strides, padding), kernel_aval)(dy)[0]
+    return jax.linear_transpose(lambda k: _xla_conv(x, k, strides, padding, groups),
+                                kernel_aval)(dy)[0]
   kh, kw, c, o = kernel_aval.shape
   p = _patches(x, (kh, kw), strides, padding)
   dk = lax.dot_general(p, dy, (((0, 1, 2), (0, 1, 2)), ((), ())))
   return dk.reshape(kernel_aval.shape).astype(kernel_aval.dtype)
 
 
-def _forward(x, kernel, strides, padding, plan):
+def _forward(x, kernel, strides, padding, plan, groups):
   if plan.forward == "onednn":
-    return onednn.forward(x, kernel, strides=strides, padding=padding)
+    return onednn.forward(x, kernel, strides=strides, padding=padding, groups=groups)
   if plan.forward == "xla":
-    return _xla_conv(x, kernel, strides, padding)
+    return _xla_conv(x, kernel, strides, padding, groups)
   return _matmul_conv(x, kernel, strides, padding)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _planned_conv(x, kernel, strides, padding, plan):
-  return _forward(x, kernel, strides, padding, plan)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _planned_conv(x, kernel, strides, padding, plan, groups):
+  return _forward(x, kernel, strides, padding, plan, groups)
 
 
-def _planned_conv_fwd(x, kernel, strides, padding, plan):
+def _planned_conv_fwd(x, kernel, strides, padding, plan, groups):
   # Only the operands are kept; a matmul weight gradient rebuilds the patches from x.
-  return _forward(x, kernel, strides, padding, plan), (x, kernel)
+  return _forward(x, kernel, strides, padding, plan, groups), (x, kernel)
 
 
-def _planned_conv_bwd(strides, padding, plan, residuals, dy):
+def _planned_conv_bwd(strides, padding, plan, groups, residuals, dy):
   x, kernel = residuals
   x_aval = jax.ShapeDtypeStruct(x.shape, x.dtype)
   kernel_aval = jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)
   # A gradient nobody uses (the images' gradient, a frozen kernel's) is removed by XLA's DCE.
-  dx = _input_grad(plan.input_grad, x_aval, kernel, dy, strides, padding)
-  dk = _weight_grad(plan.weight_grad, x, kernel_aval, dy, strides, padding)
+  dx = _input_grad(plan.input_grad, x_aval, kernel, dy, strides, padding, groups)
+  dk = _weight_grad(plan.weight_grad, x, kernel_aval, dy, strides, padding, groups)
   return dx, dk
 
 
@@ -309,14 +315,14 @@ def conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int] = (1, 1),
       raise ValueError(f"A ConvPlan holds {' or '.join(map(repr, FORMULATIONS))}, got {plan}")
   if plan == XLA:
     return _xla_conv(x, kernel, strides, padding, feature_group_count)
-  if feature_group_count != 1:
-    raise ValueError(f"The matmul and onednn formulations are for ungrouped convolutions; got "
+  if feature_group_count != 1 and "matmul" in plan:
+    raise ValueError(f"The matmul formulation is for ungrouped convolutions; got "
                      f"feature_group_count={feature_group_count} with {plan}")
   if "onednn" in plan:
     onednn.require()
     if not onednn.supports(x.dtype):
       raise ValueError(f"The onednn formulation computes float32; got {x.dtype} with {plan}")
-  return _planned_conv(x, kernel, strides, padding, plan)
+  return _planned_conv(x, kernel, strides, padding, plan, feature_group_count)
 
 
 class Conv(nn.Module):

@@ -97,7 +97,7 @@ BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 
 PADDINGS = ("same", "static")
-DEPTHWISE_IMPLS = ("auto", "xla", "slices")
+DEPTHWISE_IMPLS = ("auto", "xla", "slices", "onednn")
 
 # TF's EfficientNet initialisers: He-normal over fan-out. A depthwise kernel is (kh, kw, 1, C)
 # here but (kh, kw, C, 1) in TF, so TF's fan-out (kh*kw) is flax's fan-in.
@@ -147,27 +147,39 @@ class DepthwiseConv(nn.Module):
   ``feature_group_count=C`` lays it out.
 
   ``impl='xla'`` is one grouped convolution; ``'slices'`` the same sum written as k² shifted,
-  strided slices times a per-channel weight; ``'auto'`` is 'slices' on the CPU backend and 'xla'
-  elsewhere. Both have the same parameters and agree to rounding.
+  strided slices times a per-channel weight; ``'onednn'`` oneDNN's depthwise kernels in all three
+  directions (``jtransfer.models.onednn``; float32, CPU). ``'auto'`` on the CPU backend is
+  'onednn' when the model's ``conv_impl`` is not 'xla' and the extension is in use
+  (``conv.onednn_in_use``), else 'slices'; elsewhere 'xla'. All have the same parameters and
+  agree to rounding.
 
   Why: XLA:CPU's grouped convolution (jaxlib 0.10, 2 cores) ran a 3x3 depthwise layer of
   Lite0 3-4x slower forward and 4-5x slower forward+backward than the slices, and a whole Lite0
-  train step 5.7x slower (scripts/bench_efficientnet_lite.py). On GPU/TPU 'auto' keeps XLA's
-  convolution (cuDNN's depthwise kernels), which was not measured here.
+  train step 5.7x slower (scripts/bench_efficientnet_lite.py). oneDNN's backward directions were
+  3-9x faster again than the slices' gradient at 224 px and 3x at 8×8 maps; its forward within
+  0.8-3x of theirs (BENCHMARKS.md). On GPU/TPU 'auto' keeps XLA's convolution (cuDNN's depthwise
+  kernels), which was not measured here.
   """
   kernel_size: int
   stride: int
   padding: tuple[tuple[int, int], tuple[int, int]]
   impl: str = "auto"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
     k, s, c = self.kernel_size, self.stride, x.shape[-1]
     kernel = self.param("kernel", depthwise_init, (k, k, 1, c), jnp.float32).astype(self.dtype)
     impl = self.impl
-    if impl == "auto":
-      impl = "slices" if jax.default_backend() == "cpu" else "xla"
+    if impl == "auto" and jax.default_backend() != "cpu":
+      impl = "xla"
+    elif impl == "auto":
+      fast = self.conv_impl != "xla" and conv_lib.onednn_in_use(kernel.dtype)
+      impl = "onednn" if fast else "slices"
+    if impl == "onednn":
+      return conv_lib.conv(x, kernel, strides=(s, s), padding=self.padding, feature_group_count=c,
+                           plan=conv_lib.ONEDNN)
     if impl == "xla":
       return jax.lax.conv_general_dilated(
           x, kernel, (s, s), self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -207,7 +219,7 @@ class MBConv(nn.Module):
       y = nn.relu6(self.norm(self, "bn0", conv1x1(self.in_features * self.expand, "expand_conv")(y),
                              train))
     y = DepthwiseConv(self.kernel_size, self.stride, self.padding, self.depthwise_impl, self.dtype,
-                      name="depthwise_conv")(y)
+                      self.conv_impl, name="depthwise_conv")(y)
     y = nn.relu6(self.norm(self, "bn1", y, train))
     y = self.norm(self, "bn2", conv1x1(self.out_features, "project_conv")(y), train)
     if self.stride == 1 and self.in_features == self.out_features:
@@ -280,9 +292,10 @@ class EfficientNetLite(nn.Module):
     bn_axis_name: average batch statistics over this mapped axis (under ``pmap``).
     padding: "same" or "static" (see the module docstring); ``static_size`` is the side "static"
       pads for.
-    depthwise_impl: "auto" (default), "xla" or "slices" (``DepthwiseConv``).
+    depthwise_impl: "auto" (default), "xla", "slices" or "onednn" (``DepthwiseConv``).
     conv_impl: how the stem, 1×1 and head convolutions compute: "xla" (default), "matmul",
-      "onednn" or "auto" (``jtransfer.models.conv``; docs/speed.md).
+      "onednn" or "auto" (``jtransfer.models.conv``; docs/speed.md). Any but "xla" also lets
+      ``depthwise_impl="auto"`` use oneDNN's depthwise kernels where the extension is built.
   """
   groups: tuple[BlockGroup, ...]
   num_classes: int | None = 1000

@@ -21,8 +21,8 @@ the library into ``<venv>/onednn/libjtransfer_onednn.so``; ``available()`` is Fa
 absent (``JTRANSFER_ONEDNN_LIB`` overrides the path), and asking for the 'onednn' formulation then
 fails with the command that builds it.
 
-Limits: CPU only; float32; ungrouped, undilated convolutions (the callers keep everything else on
-XLA); XLA's ``cost_analysis`` counts no FLOPs inside a custom call; under ``jit`` with arrays
+Limits: CPU only; float32; undilated convolutions, grouped ones included (the callers keep
+everything else on XLA); XLA's ``cost_analysis`` counts no FLOPs inside a custom call; under ``jit`` with arrays
 sharded over several devices XLA cannot partition the call and gathers its operands, so
 ``conv_impl='auto'`` uses it only when the process has one device; ``vmap`` runs it once per
 element (``vmap_method='sequential'``). ``JTRANSFER_ONEDNN_VERBOSE=1`` prints the primitive oneDNN
@@ -87,36 +87,37 @@ def require():
 
 
 def supports(dtype) -> bool:
-  """Whether the kernels compute this dtype (float32; grouping is the caller's check)."""
+  """Whether the kernels compute this dtype (float32)."""
   return np.dtype(dtype) == np.float32
 
 
-def _attrs(strides: Sequence[int], padding: Sequence[tuple[int, int]]) -> dict:
+def _attrs(strides: Sequence[int], padding: Sequence[tuple[int, int]], groups: int) -> dict:
   (pt, pb), (pl, pr) = padding
   return dict(sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pt),
-              pl=np.int64(pl), pb=np.int64(pb), pr=np.int64(pr))
+              pl=np.int64(pl), pb=np.int64(pb), pr=np.int64(pr), g=np.int64(groups))
 
 
-def _call(name: str, shape, a, b, strides, padding):
+def _call(name: str, shape, a, b, strides, padding, groups):
   require()
   out = jax.ShapeDtypeStruct(tuple(shape), np.float32)
   return jax.ffi.ffi_call(f"jtransfer_onednn_conv_{name}", out, vmap_method="sequential")(
-      a, b, **_attrs(strides, padding))
+      a, b, **_attrs(strides, padding, groups))
 
 
-def forward(x, kernel, *, strides, padding):
-  """NHWC ``x`` (*) HWIO ``kernel`` with explicit ((top, bottom), (left, right)) padding."""
+def forward(x, kernel, *, strides, padding, groups=1):
+  """NHWC ``x`` (*) HWIO ``kernel`` with explicit ((top, bottom), (left, right)) padding, in
+  ``groups`` as ``lax.conv_general_dilated``'s ``feature_group_count`` (kernel (kh, kw, I/G, O))."""
   (kh, kw, _, o) = kernel.shape
   oh, ow = ((i + lo + hi - k) // s + 1
             for i, k, s, (lo, hi) in zip(x.shape[1:3], (kh, kw), strides, padding))
-  return _call("forward", (x.shape[0], oh, ow, o), x, kernel, strides, padding)
+  return _call("forward", (x.shape[0], oh, ow, o), x, kernel, strides, padding, groups)
 
 
-def backward_data(dy, kernel, x_shape, *, strides, padding):
+def backward_data(dy, kernel, x_shape, *, strides, padding, groups=1):
   """The input gradient of ``forward`` for an input of ``x_shape``, given the output's ``dy``."""
-  return _call("backward_data", x_shape, dy, kernel, strides, padding)
+  return _call("backward_data", x_shape, dy, kernel, strides, padding, groups)
 
 
-def backward_weights(x, dy, kernel_shape, *, strides, padding):
+def backward_weights(x, dy, kernel_shape, *, strides, padding, groups=1):
   """The kernel gradient of ``forward`` (HWIO ``kernel_shape``), given the output's ``dy``."""
-  return _call("backward_weights", kernel_shape, x, dy, strides, padding)
+  return _call("backward_weights", kernel_shape, x, dy, strides, padding, groups)

@@ -4,7 +4,8 @@
 // jtransfer/models/onednn.py, which registers the handlers and calls them from `jtransfer.models.conv`.
 //
 // Layouts are the ones jtransfer's convolutions use: NHWC activations and HWIO kernels, float32,
-// no groups, no dilation. Activations stay NHWC (oneDNN's brgemm/jit kernels read it directly); the
+// no dilation; grouped (depthwise included) as XLA groups them: a (kh, kw, I/G, O) kernel whose
+// output channel o belongs to group o / (O/G), i.e. oneDNN's 5-D `hwigo`. Activations stay NHWC (oneDNN's brgemm/jit kernels read it directly); the
 // kernel is reordered to the layout the chosen primitive asks for (`format_tag::any`), and the
 // weight gradient back from it. Primitives and reorders are created once per shape and cached.
 #include <cstdint>
@@ -33,10 +34,13 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// oneDNN's logical dims: src/dst NCHW, weights OIHW (the memory formats say NHWC / HWIO).
+// oneDNN's logical dims: src/dst NCHW, weights OIHW or, grouped, GOIHW (the memory formats say
+// NHWC / HWIO / HWIGO).
 struct Geometry {
   memory::dims src, wei, dst, strides, pad_lo, pad_hi;
 };
+
+tag UserWeights(const memory::dims& wei) { return wei.size() == 5 ? tag::hwigo : tag::hwio; }
 
 using Key = std::tuple<int, memory::dims, memory::dims, memory::dims, memory::dims, memory::dims,
                        memory::dims>;
@@ -82,7 +86,7 @@ Entry Make(Direction d, const Geometry& g) {
     e.wei_md = pd.diff_weights_desc();
     impl = pd.impl_info_str();
   }
-  memory::desc hwio = Plain(g.wei, tag::hwio);
+  memory::desc hwio = Plain(g.wei, UserWeights(g.wei));
   e.reorder = e.wei_md != hwio;
   if (e.reorder) {
     auto pd = d == kBackwardWeights
@@ -91,10 +95,13 @@ Entry Make(Direction d, const Geometry& g) {
     e.to_or_from_hwio = dnnl::reorder(pd);
   }
   if (std::getenv("JTRANSFER_ONEDNN_VERBOSE")) {
-    std::fprintf(stderr, "jtransfer onednn %s N%ld C%ld H%ld W%ld -> O%ld k%ldx%ld s%ldx%ld: %s%s\n",
+    const size_t n = g.wei.size();
+    std::fprintf(stderr,
+                 "jtransfer onednn %s N%ld C%ld H%ld W%ld -> O%ld k%ldx%ld s%ldx%ld g%ld: %s%s\n",
                  kNames[d], (long)g.src[0], (long)g.src[1], (long)g.src[2], (long)g.src[3],
-                 (long)g.wei[0], (long)g.wei[2], (long)g.wei[3], (long)g.strides[0],
-                 (long)g.strides[1], impl, e.reorder ? " (kernel reordered)" : "");
+                 (long)g.dst[1], (long)g.wei[n - 2], (long)g.wei[n - 1], (long)g.strides[0],
+                 (long)g.strides[1], (long)(n == 5 ? g.wei[0] : 1), impl,
+                 e.reorder ? " (kernel reordered)" : "");
   }
   return e;
 }
@@ -110,24 +117,28 @@ Entry Get(Direction d, const Geometry& g) {
 // `x`, `w`, `y`: the NHWC input, HWIO kernel and NHWC output shapes, whichever are operands.
 ffi::Error Run(Direction d, ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
                ffi::Span<const int64_t> y, float* src, float* wei, float* dst, int64_t sh,
-               int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr) {
+               int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr, int64_t groups) {
   if (x.size() != 4 || w.size() != 4 || y.size() != 4) {
     return ffi::Error::InvalidArgument("jtransfer onednn conv: operands must be rank 4");
   }
   const int64_t oh = (x[1] + pt + pb - w[0]) / sh + 1, ow = (x[2] + pl + pr - w[1]) / sw + 1;
-  if (x[3] != w[2] || y[3] != w[3] || y[0] != x[0] || y[1] != oh || y[2] != ow) {
+  if (groups < 1 || w[3] % groups || x[3] != w[2] * groups || y[3] != w[3] || y[0] != x[0] ||
+      y[1] != oh || y[2] != ow) {
     return ffi::Error::InvalidArgument(
         "jtransfer onednn conv " + std::string(kNames[d]) + ": shapes do not match (input " +
         std::to_string(x[0]) + "x" + std::to_string(x[1]) + "x" + std::to_string(x[2]) + "x" +
         std::to_string(x[3]) + ", kernel " + std::to_string(w[0]) + "x" + std::to_string(w[1]) +
-        "x" + std::to_string(w[2]) + "x" + std::to_string(w[3]) + ")");
+        "x" + std::to_string(w[2]) + "x" + std::to_string(w[3]) + ", groups " +
+        std::to_string(groups) + ")");
   }
-  Geometry g{{x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]}, {y[0], y[3], y[1], y[2]},
+  memory::dims oihw = groups == 1 ? memory::dims{w[3], w[2], w[0], w[1]}
+                                  : memory::dims{groups, w[3] / groups, w[2], w[0], w[1]};
+  Geometry g{{x[0], x[3], x[1], x[2]}, oihw, {y[0], y[3], y[1], y[2]},
              {sh, sw},           {pt, pl},           {pb, pr}};
   try {
     Entry e = Get(d, g);
     memory ms(Plain(g.src, tag::nhwc), Engine(), src);
-    memory mw(Plain(g.wei, tag::hwio), Engine(), wei);
+    memory mw(Plain(g.wei, UserWeights(g.wei)), Engine(), wei);
     memory md(Plain(g.dst, tag::nhwc), Engine(), dst);
     memory mk = e.reorder ? memory(e.wei_md, Engine()) : mw;
     // One oneDNN convolution at a time: XLA runs independent thunks (a layer's input and weight
@@ -156,29 +167,30 @@ ffi::Error Run(Direction d, ffi::Span<const int64_t> x, ffi::Span<const int64_t>
 }
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                   int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr) {
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb, int64_t pr,
+                   int64_t g) {
   return Run(kForward, x.dimensions(), w.dimensions(), y->dimensions(), x.typed_data(),
-             w.typed_data(), y->typed_data(), sh, sw, pt, pl, pb, pr);
+             w.typed_data(), y->typed_data(), sh, sw, pt, pl, pb, pr, g);
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                         ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
-                        int64_t pl, int64_t pb, int64_t pr) {
+                        int64_t pl, int64_t pb, int64_t pr, int64_t g) {
   return Run(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), dx->typed_data(),
-             w.typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr);
+             w.typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr, g);
 }
 
 ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                            ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt,
-                           int64_t pl, int64_t pb, int64_t pr) {
+                           int64_t pl, int64_t pb, int64_t pr, int64_t g) {
   return Run(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), x.typed_data(),
-             dw->typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr);
+             dw->typed_data(), dy.typed_data(), sh, sw, pt, pl, pb, pr, g);
 }
 
 }  // namespace
 
 // Two operands, one result, and the geometry as attributes (strides; padding top, left, bottom,
-// right).
+// right; groups).
 #define JT_CONV_BINDING                                                                      \
   ffi::Ffi::Bind()                                                                           \
       .Arg<ffi::Buffer<ffi::F32>>()                                                          \
@@ -189,7 +201,8 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
       .Attr<int64_t>("pt")                                                                   \
       .Attr<int64_t>("pl")                                                                   \
       .Attr<int64_t>("pb")                                                                   \
-      .Attr<int64_t>("pr")
+      .Attr<int64_t>("pr")                                                                   \
+      .Attr<int64_t>("g")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JtOnednnConvForward, Forward, JT_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JtOnednnConvBackwardData, BackwardData, JT_CONV_BINDING);
