@@ -108,9 +108,10 @@ def _out_hw(in_hw, kernel_hw, strides, padding) -> tuple[int, int]:
 
 
 def live_taps(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
-              padding: Padding) -> tuple[tuple[int, int], ...] | None:
+              padding: Padding) -> tuple[tuple[tuple[int, int], ...], Padding] | None:
   """The kernel rows and columns that ever touch the image, as ((row lo, hi), (col lo, hi))
-  half-open ranges, when some rows or columns touch only padding (a 3×3 kernel on a 1×1 image:
+  half-open ranges, and the padding that goes with them, when some rows or columns touch only
+  padding (a 3×3 kernel on a 1×1 image:
   only its centre); else None. Dropping the others, with the padding shrunk to match, is the
   same convolution (``conv`` with 'auto' does, on the CPU): those taps multiply zeros."""
   ranges, pads = [], []

@@ -22,8 +22,9 @@ absent (``JTRANSFER_ONEDNN_LIB`` overrides the path), and asking for the 'onednn
 fails with the command that builds it.
 
 Limits: CPU only; float32; undilated convolutions, grouped ones included (the callers keep
-everything else on XLA); XLA's ``cost_analysis`` counts no FLOPs inside a custom call; under ``jit`` with arrays
-sharded over several devices XLA cannot partition the call and gathers its operands, so
+everything else on XLA); XLA's ``cost_analysis`` counts no FLOPs inside a custom call; under
+``jit`` with arrays sharded over several devices XLA cannot partition the call and gathers its
+operands, so
 ``conv_impl='auto'`` uses it only when the process has one device; ``vmap`` runs it once per
 element (``vmap_method='sequential'``). ``JTRANSFER_ONEDNN_VERBOSE=1`` prints the primitive oneDNN
 chose for each new shape.

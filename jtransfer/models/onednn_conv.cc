@@ -5,9 +5,10 @@
 //
 // Layouts are the ones jtransfer's convolutions use: NHWC activations and HWIO kernels, float32,
 // no dilation; grouped (depthwise included) as XLA groups them: a (kh, kw, I/G, O) kernel whose
-// output channel o belongs to group o / (O/G), i.e. oneDNN's 5-D `hwigo`. Activations stay NHWC (oneDNN's brgemm/jit kernels read it directly); the
-// kernel is reordered to the layout the chosen primitive asks for (`format_tag::any`), and the
-// weight gradient back from it. Primitives and reorders are created once per shape and cached.
+// output channel o belongs to group o / (O/G), i.e. oneDNN's 5-D `hwigo`. Activations stay NHWC
+// (oneDNN's brgemm/jit kernels read it directly); the kernel is reordered to the layout the
+// chosen primitive asks for (`format_tag::any`), and the weight gradient back from it. Primitives
+// and reorders are created once per shape and cached.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

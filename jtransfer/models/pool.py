@@ -5,7 +5,7 @@
 The forward pass is ``lax.reduce_window`` either way. Its gradient is where the CPU loses: JAX
 differentiates a max window as ``select_and_scatter_add``, which XLA's CPU backend expands into a
 scatter with iota indices, ~20× the forward's time (the ResNet stem's 3×3/2 pool at 224 px, batch
-32: 560-700 ms against the forward's 28 ms; BENCHMARKS.md, "Max-pool backward"). With
+32: 560-700 ms against the forward's 28 ms; docs/speed.md). With
 ``impl='auto'`` on the CPU the gradient is instead written as k² strided slices: for each window
 tap in window order, the outputs whose first maximum sits at that tap take ``dy``, and the tap's
 share is put back in place with one interior-padded ``lax.pad``; the k² shares are summed. The
