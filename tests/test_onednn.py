@@ -44,9 +44,9 @@ def _data(x_shape, k_shape, seed=0):
           jnp.asarray(rng.normal(size=k_shape) / np.sqrt(np.prod(k_shape[:3])), jnp.float32))
 
 
-def _value_and_grads(plan, x, k, strides, padding):
+def _value_and_grads(plan, x, k, strides, padding, groups=1):
   def f(x, k):
-    y = conv(x, k, strides=strides, padding=padding, plan=plan)
+    y = conv(x, k, strides=strides, padding=padding, feature_group_count=groups, plan=plan)
     return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size), y
   (_, y), (dx, dk) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(x, k)
   return y, dx, dk
@@ -80,14 +80,8 @@ GROUPED = [
 def test_grouped_directions_equal_xla_in_float32(case):
   _, x_shape, k_shape, strides, padding, groups = case
   x, k = _data(x_shape, k_shape)
-
-  def value_and_grads(plan, x, k):
-    def f(x, k):
-      y = conv(x, k, strides=strides, padding=padding, feature_group_count=groups, plan=plan)
-      return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size), y
-    (_, y), (dx, dk) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(x, k)
-    return y, dx, dk
-  want, got = jax.jit(lambda x, k: [value_and_grads(p, x, k) for p in (XLA, ONEDNN)])(x, k)
+  want, got = jax.jit(lambda x, k: [_value_and_grads(p, x, k, strides, padding, groups)
+                                    for p in (XLA, ONEDNN)])(x, k)
   for name, g, w in zip(("forward", "input grad", "weight grad"), got, want):
     assert g.shape == w.shape
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
