@@ -15,8 +15,8 @@ specs, ``model.json``), ``convert`` (PyTorch ↔ Flax), ``weights`` (strict load
 
 import importlib
 
-__all__ = ["benchmark", "configs", "convert", "data", "export", "models", "optim", "predict",
-           "tasks", "train", "weights", "workdir"]
+__all__ = ["benchmark", "configs", "convert", "data", "export", "hostmem", "models", "optim",
+           "predict", "tasks", "train", "weights", "workdir"]
 
 
 def __getattr__(name):

@@ -16,6 +16,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from jtransfer import hostmem
+
 # Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
 _CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
 
@@ -35,6 +37,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  hostmem.reuse_freed_memory()  # before JAX's threads start: each step's buffers are reused
   from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top  (after flag parsing)
   try:
     trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from jtransfer import data, models, weights
+from jtransfer import data, hostmem, models, weights
 from jtransfer import workdir as wd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -172,6 +172,7 @@ def write_csv(rows: list[dict], path: str, top_k: int) -> None:
 
 def main(argv):
   del argv
+  hostmem.reuse_freed_memory()  # before JAX's threads start
   FLAGS = flags.FLAGS
   files = list_images(FLAGS.images)
   rows = predict_files(FLAGS.workdir, files, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint,

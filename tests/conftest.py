@@ -1,5 +1,10 @@
 """Test-session setup shared by every test file."""
 
+from jtransfer import hostmem
+
+# As the entry points do (jtransfer.main, jtransfer.benchmark): XLA's buffers reused across steps.
+hostmem.reuse_freed_memory()
+
 # torch (and triton, which torchvision pulls in) segfault when imported after TensorFlow has loaded
 # its own native libraries into the process; the golden-logit tests need torch, and most other
 # tests import TensorFlow through jtransfer.data. Importing torch first makes the order safe.
