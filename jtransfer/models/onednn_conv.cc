@@ -9,6 +9,9 @@
 // (oneDNN's brgemm/jit kernels read it directly); the kernel is reordered to the layout the
 // chosen primitive asks for (`format_tag::any`), and the weight gradient back from it. Primitives
 // and reorders are created once per shape and cached.
+//
+// Compiles against oneDNN 2.x (Debian bookworm's 2.6, what `make onednn` fetches) and 3.x (the
+// primitive descriptors there take the problem directly; 3.7 tested).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -62,10 +65,17 @@ memory::desc Plain(const memory::dims& dims, tag t) { return memory::desc(dims, 
 Entry Make(Direction d, const Geometry& g) {
   memory::desc src = Plain(g.src, tag::nhwc), dst = Plain(g.dst, tag::nhwc);
   memory::desc any_w(g.wei, dt::f32, tag::any);
-  dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
-                                     dnnl::algorithm::convolution_direct, src, any_w, dst,
+  const auto direct = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  // oneDNN 3.x: primitive descriptors take the problem directly (no operation descriptor).
+  dnnl::convolution_forward::primitive_desc fwd(Engine(), dnnl::prop_kind::forward_training,
+                                                direct, src, any_w, dst, g.strides, g.pad_lo,
+                                                g.pad_hi);
+#else
+  dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training, direct, src, any_w, dst,
                                      g.strides, g.pad_lo, g.pad_hi);
   dnnl::convolution_forward::primitive_desc fwd(fd, Engine());
+#endif
   Entry e;
   const char* impl = nullptr;
   if (d == kForward) {
@@ -73,16 +83,26 @@ Entry Make(Direction d, const Geometry& g) {
     e.wei_md = fwd.weights_desc();
     impl = fwd.impl_info_str();
   } else if (d == kBackwardData) {
-    dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, any_w, dst,
-                                             g.strides, g.pad_lo, g.pad_hi);
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl::convolution_backward_data::primitive_desc pd(Engine(), direct, src, any_w, dst,
+                                                       g.strides, g.pad_lo, g.pad_hi, fwd);
+#else
+    dnnl::convolution_backward_data::desc bd(direct, src, any_w, dst, g.strides, g.pad_lo,
+                                             g.pad_hi);
     dnnl::convolution_backward_data::primitive_desc pd(bd, Engine(), fwd);
+#endif
     e.conv = dnnl::convolution_backward_data(pd);
     e.wei_md = pd.weights_desc();
     impl = pd.impl_info_str();
   } else {
-    dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct, src, any_w,
-                                                dst, g.strides, g.pad_lo, g.pad_hi);
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl::convolution_backward_weights::primitive_desc pd(Engine(), direct, src, any_w, dst,
+                                                          g.strides, g.pad_lo, g.pad_hi, fwd);
+#else
+    dnnl::convolution_backward_weights::desc wd(direct, src, any_w, dst, g.strides, g.pad_lo,
+                                                g.pad_hi);
     dnnl::convolution_backward_weights::primitive_desc pd(wd, Engine(), fwd);
+#endif
     e.conv = dnnl::convolution_backward_weights(pd);
     e.wei_md = pd.diff_weights_desc();
     impl = pd.impl_info_str();
