@@ -37,6 +37,12 @@ picks, and the network rows sum each direction over every conv of the model.
 Flag sets (``XLA_FLAGS`` of the jtransfer processes; the parent's own ``XLA_FLAGS`` is ignored):
 ``der`` = ``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce`` (the Makefile's),
 ``dr`` = ``...=dot,reduce``, ``jaxlib`` = unset (jaxlib's default YNN fusions).
+
+Host memory: jtransfer's entry points call ``jtransfer.hostmem.reuse_freed_memory()`` (glibc keeps
+freed memory, so a step's buffers are not page-faulted in again every step), and so do the jax
+workers (``--jax_mallocs=reuse``; ``reuse,system`` times both). torch is timed twice by default (``--torch_mallocs``): as it
+comes (glibc's malloc untouched) and with the same malloc settings, so the table shows both what a
+user of each gets out of the box and the comparison with the allocator held equal.
 """
 
 from __future__ import annotations
@@ -307,6 +313,9 @@ def torch_convs_worker(spec: dict):
 
 def worker_main(spec: dict):
   """Builds the timers of ``spec``, warms each up, answers 'run <id>' with seconds per call."""
+  if spec.get("malloc") == "reuse":  # as jtransfer's entry points do, before any thread starts
+    from jtransfer import hostmem
+    hostmem.reuse_freed_memory()
   if spec["framework"] == "torch":
     import torch  # noqa: F401  (before TensorFlow, which jtransfer's imports may pull in)
   if spec["kind"] == "step":
@@ -405,14 +414,15 @@ def run_group(specs: list[tuple[dict, str | None]], reps: int):
 
 def variant_label(spec: dict, flag_set: str | None) -> str:
   if spec["framework"] == "torch":
-    return "torch"
-  return f"jax {spec['impl']} [{flag_set}]"
+    return "torch" if spec["malloc"] == "system" else "torch [malloc reuse]"
+  malloc = "" if spec["malloc"] == "reuse" else " [malloc system]"
+  return f"jax {spec['impl']} [{flag_set}]{malloc}"
 
 
 def bench_steps(args):
   rows = [r for r in ROWS if r[0] in args.settings.split(",") and r[1] in args.tasks.split(",")]
-  jax_variants = [(impl, fs) for impl in args.conv_impls.split(",")
-                  for fs in args.flag_sets.split(",")]
+  jax_variants = [(impl, fs, malloc) for impl in args.conv_impls.split(",")
+                  for fs in args.flag_sets.split(",") for malloc in args.jax_mallocs.split(",")]
   groups = ([[r] for r in rows] if args.interleave == "row" else
             [[r for r in rows if r[0] == s] for s in dict.fromkeys(r[0] for r in rows)])
   results = []  # (setting, task, label, seconds of each repetition, load before, load after)
@@ -420,9 +430,11 @@ def bench_steps(args):
     specs = []
     for setting, task in group:
       base = dict(kind="step", setting=setting, task=task, warmup=args.warmup)
-      for impl, fs in jax_variants:
-        specs.append(({**base, "framework": "jax", "impl": impl, "flag_set": fs}, FLAG_SETS[fs]))
-      specs.append(({**base, "framework": "torch"}, None))
+      for impl, fs, malloc in jax_variants:
+        specs.append(({**base, "framework": "jax", "impl": impl, "flag_set": fs,
+                       "malloc": malloc}, FLAG_SETS[fs]))
+      for malloc in args.torch_mallocs.split(","):
+        specs.append(({**base, "framework": "torch", "malloc": malloc}, None))
     print(f"timing {group} ({len(specs)} processes), load {load()}", flush=True)
     workers, times, before, after = run_group(specs, args.reps)
     for i, w in enumerate(workers):
@@ -442,11 +454,13 @@ def bench_steps(args):
 
 
 def print_steps_table(rows, results, *, statistic: str):
-  labels = list(dict.fromkeys(r[2] for r in results if r[2] != "torch"))
+  refs = list(dict.fromkeys(r[2] for r in results if r[2].startswith("torch")))
+  labels = list(dict.fromkeys(r[2] for r in results if not r[2].startswith("torch")))
   print(f"\nBy the {statistic} over repetitions:\n")
-  print("| setting | step | torch img/s | " + " | ".join(f"{l} img/s (× torch)" for l in labels)
-        + " | load avg before → after |")
-  print("|---|---|---:|" + "---:|" * len(labels) + "---|")
+  times = " / ".join(f"× {r}" for r in refs)
+  print("| setting | step | " + " | ".join(f"{r} img/s" for r in refs) + " | "
+        + " | ".join(f"{l} img/s ({times})" for l in labels) + " | load avg before → after |")
+  print("|---|---|" + "---:|" * (len(refs) + len(labels)) + "---|")
   names = {"224": "224 px, batch 32", "32": "32 px, batch 128, ImageNet stem",
            "32s": "32 px, batch 128, small stem", "lite224": "Lite0, 224 px, batch 32"}
   tasks = {"train": "full FT train step", "forward": "inference forward",
@@ -455,13 +469,13 @@ def print_steps_table(rows, results, *, statistic: str):
   for setting, task in rows:
     mine = {r[2]: r for r in results if (r[0], r[1]) == (setting, task)}
     batch = SETTINGS[setting]["batch"]
-    torch_sec = pick(mine["torch"][3])
-    cells = []
+    ref_sec = [pick(mine[r][3]) for r in refs]
+    cells = [f"{batch / sec:.1f}" for sec in ref_sec]
     for l in labels:
       sec = pick(mine[l][3])
-      cells.append(f"{batch / sec:.1f} ({torch_sec / sec:.2f}×)")
-    b, a = mine["torch"][4], mine["torch"][5]
-    print(f"| {names[setting]} | {tasks[task]} | {batch / torch_sec:.1f} | " + " | ".join(cells)
+      cells.append(f"{batch / sec:.1f} (" + " / ".join(f"{t / sec:.2f}×" for t in ref_sec) + ")")
+    b, a = mine[refs[0]][4], mine[refs[0]][5]
+    print(f"| {names[setting]} | {tasks[task]} | " + " | ".join(cells)
           + f" | {b[0]:.1f} → {a[0]:.1f} |")
 
 
@@ -470,8 +484,10 @@ def bench_convs(args):
   flag_sets = args.flag_sets.split(",")
   formulations = args.formulations.split(",")
   specs = [(dict(kind="convs", framework="jax", settings=settings, warmup=1, flag_set=fs,
+                 malloc=args.jax_mallocs.split(",")[0],
                  formulations=formulations), FLAG_SETS[fs]) for fs in flag_sets]
-  specs.append((dict(kind="convs", framework="torch", settings=settings, warmup=1), None))
+  specs.append((dict(kind="convs", framework="torch", settings=settings, warmup=1,
+                     malloc=args.torch_mallocs.split(",")[0]), None))
   print(f"timing convs of {settings} in {len(specs)} processes, load {load()}", flush=True)
   workers, times, before, after = run_group(specs, args.reps)
   med = {}
@@ -531,6 +547,12 @@ def main():
   parser.add_argument("--formulations", default="xla,matmul",
                       help="--convs: conv formulations to time (add onednn once `make onednn` built it)")
   parser.add_argument("--flag_sets", default="der,dr", help=f"keys of {sorted(FLAG_SETS)}")
+  parser.add_argument("--jax_mallocs", default="reuse",
+                      help="jtransfer's malloc policies to time (jtransfer.hostmem; its entry "
+                      "points use 'reuse'; 'system' leaves glibc's malloc as it is)")
+  parser.add_argument("--torch_mallocs", default="system,reuse",
+                      help="steps: torch processes to time: with glibc's malloc as it is "
+                      "('system', torch's default) and/or with jtransfer.hostmem's settings")
   parser.add_argument("--interleave", choices=("row", "setting"), default="row")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--reps", type=int, default=5)
