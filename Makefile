@@ -40,12 +40,12 @@ $(ONEDNN_LIB): jtransfer/models/onednn_conv.cc jtransfer/models/onednn_build.py 
 onednn: $(ONEDNN_LIB)
 
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once:
-# 544 tests, 16 min 31 s measured 2026-12-03 (README, Tests).
+# 547 tests, 14 min 48 s measured 2026-12-04 (README, Tests); --durations lists the slowest.
 # The tests build the extension and then require it (tests/test_onednn.py fails rather than
 # skips); only where it cannot build (no g++ or apt-get) do they run without it, saying so.
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory onednn || echo "WARNING: the oneDNN extension did not build; tests/test_onednn.py will skip"
-	JTRANSFER_REQUIRE_ONEDNN=$$(test -f $(ONEDNN_LIB) && echo 1 || echo 0) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	JTRANSFER_REQUIRE_ONEDNN=$$(test -f $(ONEDNN_LIB) && echo 1 || echo 0) $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # One formatter/linter (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
 lint: $(VENV)/.installed-test
