@@ -62,6 +62,22 @@ std::map<Key, Entry> cache;
 
 memory::desc Plain(const memory::dims& dims, tag t) { return memory::desc(dims, dt::f32, t); }
 
+// A backward primitive's descriptor (`P`: convolution_backward_data or _weights, whose
+// constructors take the same problem), hinted by the forward one.
+template <class P>
+typename P::primitive_desc Backward(const Geometry& g, const memory::desc& src,
+                                    const memory::desc& wei, const memory::desc& dst,
+                                    const dnnl::convolution_forward::primitive_desc& fwd) {
+  const auto direct = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  return typename P::primitive_desc(Engine(), direct, src, wei, dst, g.strides, g.pad_lo,
+                                    g.pad_hi, fwd);
+#else
+  typename P::desc d(direct, src, wei, dst, g.strides, g.pad_lo, g.pad_hi);
+  return typename P::primitive_desc(d, Engine(), fwd);
+#endif
+}
+
 Entry Make(Direction d, const Geometry& g) {
   memory::desc src = Plain(g.src, tag::nhwc), dst = Plain(g.dst, tag::nhwc);
   memory::desc any_w(g.wei, dt::f32, tag::any);
@@ -83,26 +99,12 @@ Entry Make(Direction d, const Geometry& g) {
     e.wei_md = fwd.weights_desc();
     impl = fwd.impl_info_str();
   } else if (d == kBackwardData) {
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_data::primitive_desc pd(Engine(), direct, src, any_w, dst,
-                                                       g.strides, g.pad_lo, g.pad_hi, fwd);
-#else
-    dnnl::convolution_backward_data::desc bd(direct, src, any_w, dst, g.strides, g.pad_lo,
-                                             g.pad_hi);
-    dnnl::convolution_backward_data::primitive_desc pd(bd, Engine(), fwd);
-#endif
+    auto pd = Backward<dnnl::convolution_backward_data>(g, src, any_w, dst, fwd);
     e.conv = dnnl::convolution_backward_data(pd);
     e.wei_md = pd.weights_desc();
     impl = pd.impl_info_str();
   } else {
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_weights::primitive_desc pd(Engine(), direct, src, any_w, dst,
-                                                          g.strides, g.pad_lo, g.pad_hi, fwd);
-#else
-    dnnl::convolution_backward_weights::desc wd(direct, src, any_w, dst, g.strides, g.pad_lo,
-                                                g.pad_hi);
-    dnnl::convolution_backward_weights::primitive_desc pd(wd, Engine(), fwd);
-#endif
+    auto pd = Backward<dnnl::convolution_backward_weights>(g, src, any_w, dst, fwd);
     e.conv = dnnl::convolution_backward_weights(pd);
     e.wei_md = pd.diff_weights_desc();
     impl = pd.impl_info_str();
