@@ -40,9 +40,10 @@ Flag sets (``XLA_FLAGS`` of the jtransfer processes; the parent's own ``XLA_FLAG
 
 Host memory: jtransfer's entry points call ``jtransfer.hostmem.reuse_freed_memory()`` (glibc keeps
 freed memory, so a step's buffers are not page-faulted in again every step), and so do the jax
-workers (``--jax_mallocs=reuse``; ``reuse,system`` times both). torch is timed twice by default (``--torch_mallocs``): as it
-comes (glibc's malloc untouched) and with the same malloc settings, so the table shows both what a
-user of each gets out of the box and the comparison with the allocator held equal.
+workers (``--jax_mallocs=reuse``; ``reuse,system`` times both). torch is timed twice by default
+(``--torch_mallocs``): as it comes (glibc's malloc untouched) and with the same malloc settings,
+so the table shows both what a user of each gets out of the box and the comparison with the
+allocator held equal. ``--convs`` takes the first value of each option.
 """
 
 from __future__ import annotations
@@ -551,8 +552,8 @@ def main():
                       help="jtransfer's malloc policies to time (jtransfer.hostmem; its entry "
                       "points use 'reuse'; 'system' leaves glibc's malloc as it is)")
   parser.add_argument("--torch_mallocs", default="system,reuse",
-                      help="steps: torch processes to time: with glibc's malloc as it is "
-                      "('system', torch's default) and/or with jtransfer.hostmem's settings")
+                      help="torch processes to time: with glibc's malloc as it is ('system', "
+                      "torch's default) and/or with jtransfer.hostmem's settings ('reuse')")
   parser.add_argument("--interleave", choices=("row", "setting"), default="row")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--reps", type=int, default=5)
