@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 from ml_collections import config_dict
 import pytest
@@ -9,7 +10,8 @@ import support
 
 from jtransfer import optim
 from jtransfer import workdir as wd
-from jtransfer.benchmark import harness
+from jtransfer.benchmark import compiles, harness
+from jtransfer.train import programs
 
 
 def _experiment(dataset, steps):
@@ -41,7 +43,7 @@ def finished(tmp_path_factory):
   import jax
   # As the CLI does: seed 1's runs reuse seed 0's compiled programs.
   jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   workdir = str(tmp_path_factory.mktemp("bench"))
   with open(os.devnull, "w") as sink:
     rows = harness.run(tiny_config(), workdir, stream=sink)
@@ -141,3 +143,41 @@ def test_a_workdir_belongs_to_one_config_and_one_process(finished):
       pytest.raises(wd.WorkdirInUseError):
     harness.run(tiny_config(), workdir, stream=sink)
   assert sorted(os.listdir(workdir)) == before  # refused before anything was written
+
+
+def test_each_cell_records_its_compiles_and_a_later_seed_reuses_the_programs(finished):
+  workdir, rows = finished
+  by = {r["cell"]: r for r in rows}
+  for r in rows:
+    assert set(r["compile"]) == set(compiles.FIELDS) and r["compile_s"] == r["compile"]["compile_s"]
+  first = by["uci_digits/full_finetune/shots-2/seed-0"]["compile"]
+  assert first["fresh"].get("jit(step)") == 1 and first["compile_s"] > 0  # its train step
+  # The eval step is the pretraining's (same model): read back from the persistent cache.
+  assert first["cache_hits"] >= 1
+  # Seed 1 differs in data, head init and seed only: one process still holds every program its
+  # cells run (the linear probe's data and learning rate are arguments of its one program).
+  for r in rows:
+    if r["seed"] == 1:
+      assert r["compile"]["programs"] == 0, (r["cell"], r["compile"])
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "wall s (compile) 2/class" in md and "Compilation, over the 8 cells" in md
+
+
+def test_a_new_process_reads_every_train_program_from_the_persistent_cache(finished, tmp_path):
+  workdir, rows = finished
+  first = {r["cell"]: r for r in rows}["uci_digits/full_finetune/shots-2/seed-0"]["compile"]
+  import jax
+  # What a restarted process starts from: no program in memory, the same cache directory.
+  jax.clear_caches()
+  programs.clear()
+  shutil.copytree(os.path.join(workdir, "pretrain"), tmp_path / "pretrain")
+  config = tiny_config()
+  config.seeds, config.order = (0,), ("full_finetune",)
+  config.variants = {"full_finetune": config.variants.full_finetune}
+  config.zeroshot = {}
+  with open(os.devnull, "w") as sink:
+    (row,) = harness.run(config, str(tmp_path), stream=sink)
+  again = row["compile"]
+  assert again["cache_hits"] >= first["fresh"]["jit(step)"], again
+  assert "jit(step)" not in again["fresh"], again  # nothing the first process compiled is redone
+  assert row["test_top1"] == {r["cell"]: r for r in rows}[row["cell"]]["test_top1"]

@@ -1,4 +1,7 @@
-"""python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]"""
+"""python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]
+
+[--compilation_cache=DIR]: JAX's persistent compilation cache (default DIR/jax_cache).
+"""
 
 import os
 import sys
@@ -18,8 +21,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax
   # Many short runs of the same few programs: reuse compiled executables across runs and restarts.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(flags.FLAGS.workdir, "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Every program is written, however quick its compile: a restart otherwise recompiles dozens of
+  # small ones (49 eager broadcasts for a Lite0 init, ~2 s; BENCHMARKS.md, compile time).
+  jax.config.update("jax_compilation_cache_dir",
+                    flags.FLAGS.compilation_cache or os.path.join(flags.FLAGS.workdir, "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   from jtransfer.benchmark import harness
   harness.run(flags.FLAGS.config, flags.FLAGS.workdir, stream=sys.stdout)
 
@@ -28,6 +34,8 @@ def cli():
   """The command line; flags are defined here, not at import, so importing this module is free."""
   config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Where runs, caches and results go.")
+  flags.DEFINE_string("compilation_cache", "", "JAX's persistent compilation cache directory "
+                      "(default WORKDIR/jax_cache); benchmarks of the same programs can share one.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
 

@@ -36,7 +36,7 @@ __all__ = ["CSV_COLUMNS", "aggregate", "comparisons", "load_results", "markdown"
 # results.csv, before one 'ood_<shift>' column per shift (inserted after test_top1).
 CSV_COLUMNS = ("variant", "dataset", "shots", "seed", "kind", "selection", "budget",
                "hyperparams", "val_top1", "test_top1", "ood_mean", "trainable_params",
-               "train_gflops", "search_gflops", "wall_s", "peak_step_mb")
+               "train_gflops", "search_gflops", "wall_s", "compile_s", "peak_step_mb")
 
 
 def load_results(path: str) -> list[dict]:
@@ -80,6 +80,7 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
            "train_gflops": _mean(r.get("train_gflops") for r in rs),
            "search_gflops": _mean(r.get("search_gflops") for r in rs),
            "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
+           "compile_s_mean": _mean(r.get("compile_s") for r in rs),
            "peak_step_mb": _mean(r.get("peak_bytes") and r["peak_bytes"] / 2**20 for r in rs)}
     if any(r.get("ood_mean") is not None for r in rs):
       o = stats.summarize([r["ood_mean"] * 100 for r in rs])
@@ -102,7 +103,7 @@ def _per_cell_csv(rows: list[dict]) -> list[dict]:
       d[f"ood_{s}"] = (r.get("ood") or {}).get(s)
     d.update(ood_mean=r.get("ood_mean"), trainable_params=r.get("trainable_params"),
              train_gflops=r.get("train_gflops"), search_gflops=r.get("search_gflops"),
-             wall_s=r["wall_s"],
+             wall_s=r["wall_s"], compile_s=r.get("compile_s"),
              peak_step_mb=None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20)
     out.append(d)
   return out
@@ -150,6 +151,11 @@ def _marks(rows, dataset, shots, key, best_test, level) -> tuple[str | None, set
 
 def _fmt(x, digits=1):
   return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _wall(r) -> str:
+  c = r.get("compile_s_mean")
+  return _fmt(r["wall_s_mean"]) + ("" if c is None else f" ({c:.1f})")
 
 
 def _rule(best_test, level) -> str:
@@ -218,7 +224,8 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
         lines.append("")
     lines += [f"#### {dataset}: cost of the chosen point (mean over seeds)", "",
               "| variant | trainable params | " + " | ".join(f"GFLOPs {s}/class" for s in shots)
-              + " | " + " | ".join(f"wall s {s}/class" for s in shots) + " | peak step MB |",
+              + " | " + " | ".join(f"wall s (compile) {s}/class" for s in shots)
+              + " | peak step MB |",
               "|---|---|" + "---|" * (2 * len(shots) + 1)]
     for v in variants:
       rs = [cell.get((v, s)) for s in shots]
@@ -227,12 +234,14 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
       lines.append(
           f"| {v} | {'—' if params is None else f'{params:,.0f}'} | "
           + " | ".join("—" if r is None else _fmt(r["train_gflops"], 2) for r in rs) + " | "
-          + " | ".join("—" if r is None else _fmt(r["wall_s_mean"]) for r in rs) + " | "
+          + " | ".join("—" if r is None else _wall(r) for r in rs) + " | "
           + _fmt(_mean(r["peak_step_mb"] for r in rs if r is not None)) + " |")
     lines += ["", "GFLOPs: training of the chosen point (XLA cost_analysis of each compiled step "
               "× its steps; cached variants: the feature extraction of their training examples; "
               "WiSE-FT: its fine-tune's). Wall: the whole cell, every trial of the search and "
-              "the test evaluation included (WiSE-FT: plus its fine-tune's).", ""]
+              "the test evaluation included (WiSE-FT: plus its fine-tune's); in brackets the "
+              "part of it spent tracing, lowering and compiling programs, or reading them from "
+              "the persistent compilation cache (the cell's own).", ""]
     lines += [f"#### {dataset}: selection (by validation top-1 on held-out train examples)", "",
               "| variant | selection | budget (points) | chosen point per shots (× seeds) |",
               "|---|---|---|---|"]
@@ -242,6 +251,12 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
                          for r in rs)
       lines.append(f"| {v} | {rs[0]['selection']} | {rs[0]['budget']} | {chosen} |")
     lines.append("")
+  compiled = [r["compile"] for r in rows or () if r.get("compile")]
+  if compiled:
+    c = {k: sum(x[k] for x in compiled) for k in ("compile_s", "programs", "cache_hits")}
+    lines += [f"Compilation, over the {len(compiled)} cells: {c['compile_s']:.0f} s tracing, "
+              f"lowering and compiling; {c['programs']} programs compiled, {c['cache_hits']} of "
+              "them read from the persistent cache.", ""]
   return "\n".join(lines)
 
 
