@@ -9,6 +9,8 @@ few-shot evaluation never re-runs the backbone.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,9 +56,28 @@ def knn(train_x, train_y, test_x, *, num_classes: int, k: int = 10) -> dict:
   return {"logits": votes.astype(np.float32), "predictions": votes.argmax(axis=1)}
 
 
+@functools.partial(jax.jit, static_argnames="steps")
+def _fit_softmax(params, x, y, lr, weight_decay, *, steps: int):
+  """``steps`` of full-batch AdamW on softmax regression; data and rates are arguments, so one
+  program serves every seed, grid point and draw of the same shapes."""
+  tx = optax.adamw(lr, weight_decay=weight_decay)
+
+  def loss_fn(p):
+    logits = x @ p["w"] + p["b"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  def body(carry, _):
+    p, s = carry
+    g = jax.grad(loss_fn)(p)
+    u, s = tx.update(g, s, p)
+    return (optax.apply_updates(p, u), s), None
+  (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+  return params
+
+
 def linear_probe(train_x, train_y, test_x, *, num_classes: int, seed: int, steps: int = 300,
                  lr: float = 0.1, weight_decay: float = 1e-4) -> dict:
-  """Softmax regression on (standardised) features: full-batch Adam, one jit for all steps."""
+  """Softmax regression on (standardised) features: full-batch AdamW, one jit for all steps."""
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
   x = jnp.asarray((train_x - mean) / std, jnp.float32)
   t = jnp.asarray((test_x - mean) / std, jnp.float32)
@@ -64,23 +85,7 @@ def linear_probe(train_x, train_y, test_x, *, num_classes: int, seed: int, steps
   key = jax.random.key(seed)
   params = {"w": jax.random.normal(key, (x.shape[1], num_classes)) * 0.01,
             "b": jnp.zeros((num_classes,))}
-  tx = optax.adamw(lr, weight_decay=weight_decay)
-
-  def loss_fn(p):
-    logits = x @ p["w"] + p["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def fit(p):
-    def body(carry, _):
-      p, s = carry
-      g = jax.grad(loss_fn)(p)
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), None, length=steps)
-    return p
-
-  params = fit(params)
+  params = _fit_softmax(params, x, y, np.float32(lr), np.float32(weight_decay), steps=int(steps))
   logits = np.asarray(t @ params["w"] + params["b"])
   return {"logits": logits, "predictions": logits.argmax(axis=1)}
 
