@@ -163,6 +163,16 @@ def test_each_cell_records_its_compiles_and_a_later_seed_reuses_the_programs(fin
   assert "wall s (compile) 2/class" in md and "Compilation, over the 8 cells" in md
 
 
+def test_costing_a_finished_run_reuses_its_compiled_step(finished):
+  _, rows = finished
+  row = {r["cell"]: r for r in rows}["uci_digits/full_finetune/shots-2/seed-0"]
+  cfg = harness._run_config(row["run_dir"])
+  with compiles.Meter() as meter:  # a new CostMeter: nothing memoised
+    c = harness.CostMeter().train(cfg, row["run_dir"], cfg.train.num_steps)
+  assert meter.summary()["programs"] == 0, meter.summary()  # was one more compile per program
+  assert c["train_gflops"] == row["train_gflops"] > 0 and c["peak_bytes"] == row["peak_bytes"]
+
+
 def test_a_new_process_reads_every_train_program_from_the_persistent_cache(finished, tmp_path):
   workdir, rows = finished
   first = {r["cell"]: r for r in rows}["uci_digits/full_finetune/shots-2/seed-0"]["compile"]

@@ -466,9 +466,10 @@ class CostMeter:
   def train(self, cfg, run_dir: str, steps: int) -> dict:
     """``{trainable_params, step_gflops, train_gflops, peak_bytes}`` of a finished run.
 
-    The steps are rebuilt as the trainer builds them (``trainer.setup``, ``Phases.at``) and
-    lowered on abstract state and batch; compiling them hits the persistent compilation cache
-    the benchmark CLI turns on (the trainer compiled the same programs).
+    The steps are rebuilt as the trainer builds them (``trainer.setup``, ``Phases.at``: the
+    same shared ``jax.jit`` functions) and lowered on abstract state and batch with the trainer's
+    shardings, so jit's caches return the trainer's trace and executable (no compile; a
+    oneDNN-convolution model is costed on its XLA-convolution twin, ``_xla_convs``, which does).
     """
     key = cost.program_key(cfg)
     if key not in self._train:
@@ -481,15 +482,24 @@ class CostMeter:
       run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
       shape = run.source.info.image_shape
       b = run.source.batch_size
-      batch = {"image": jax.ShapeDtypeStruct((b, *shape), np.float32),
-               "label": jax.ShapeDtypeStruct((b,), np.int32)}
+      # The shardings the trainer's arguments carry: the same avals, so jax.jit's caches hand
+      # back the trainer's own trace, lowering and executable (no retrace, no second compile).
+      on_mesh = getattr(run.par, "batch_sharding", None)
+      batch = {"image": jax.ShapeDtypeStruct((b, *shape), np.float32, sharding=on_mesh),
+               "label": jax.ShapeDtypeStruct((b,), np.int32, sharding=on_mesh)}
       if cfg.data.get("mixup_alpha", 0) > 0:
-        batch["soft_label"] = jax.ShapeDtypeStruct((b, run.num_classes), np.float32)
+        batch["soft_label"] = jax.ShapeDtypeStruct((b, run.num_classes), np.float32,
+                                                   sharding=on_mesh)
       per_phase = []
       for i, phase in enumerate(run.phases.phases):
         ph = run.phases.at(i)
         state = jax.eval_shape(lambda ph=ph: trainer.create_state(run.variables, ph.tx,
                                                                   ema=run.use_ema))
+        if on_mesh is not None:
+          state = jax.tree.map(
+              lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s,
+                                                weak_type=x.weak_type),
+              state, run.par.state_sharding(state))
         c = cost.step_cost(ph.step.lower(state, batch, run.extra))
         labels = optim.label_params(run.variables["params"], phase.param_rules)
         trainable = cost.count_params(run.variables["params"], mask=optim.trainable_mask(labels))
