@@ -571,12 +571,18 @@ def _feature_arrays(ctx: Context, cfg, cell: Cell, split: str, *, shift=None):
   return ctx.cache.get(cfg.model, dcfg, split)
 
 
+def _num_classes(data_cfg) -> int:
+  """The dataset's class count, from its metadata: not the largest label a draw happens to hold."""
+  from jtransfer.data import sources  # the split's metadata, without reading the examples
+  return int(sources.open_split(data_cfg, train=True).num_classes)
+
+
 def _feature_fit_predict(ctx, cell, cfg, args, x, y, tx):
   v = ctx.config.variants[cell.variant]
   kwargs = dict(args)
   if v.kind == "linear_probe_cached":
     kwargs["seed"] = cell.seed
-  return evaluators.EVALUATORS[v.kind](x, y, tx, num_classes=int(y.max() + 1), **kwargs)
+  return evaluators.EVALUATORS[v.kind](x, y, tx, num_classes=_num_classes(cfg.data), **kwargs)
 
 
 def _few(cell: Cell, x, y):
@@ -611,8 +617,7 @@ def _fit(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
     run_dir = _run_dir(ctx.workdir, cell, point)
     cfg = ctx.cell_config(cell, splits=splits)
     x, y = _few(cell, *features.image_arrays(cfg.data, splits.pool))
-    vx, vy = features.image_arrays(cfg.data, splits.val)
-    num_classes = int(max(y.max(), vy.max()) + 1)
+    num_classes = _num_classes(cfg.data)
     out = fedavg.train(cfg, run_dir, x, y, num_classes=num_classes, **args)
     rec["val"] = evaluate_variables(cfg.model, num_classes, out["variables"], cfg.data, splits.val)
     rec.update(run_dir=run_dir, steps=int(cfg.train.num_steps),
@@ -633,7 +638,7 @@ def _fit(ctx: Context, cell: Cell, point: dict, splits: Splits) -> dict:
     m = metrics_lib.classification_metrics(out["logits"], vy)
     rec["val"] = {k: val for k, val in m.items() if k != "confusion_matrix"}
     fwd = ctx.meter.forward(cfg.model, cfg.data, cfg.data.eval_batch_size)
-    d, c = x.shape[1], int(y.max() + 1)
+    d, c = x.shape[1], _num_classes(cfg.data)
     rec["trainable_params"] = {"knn": 0, "ridge": (d + 1) * c}.get(v.kind, d * c + c)
     f = fwd["flops_per_example"]
     rec["train_gflops"] = None if f is None else f * len(x) / 1e9
@@ -779,7 +784,7 @@ def _zero_shot(ctx: Context) -> dict:
       cfg = ctx.cell_config(Cell(dataset, name, "all", 0), splits=splits)
       pool = _feature_arrays(ctx, cfg, None, splits.pool)
       test = _feature_arrays(ctx, cfg, None, splits.test)
-      num_classes = int(max(pool[1].max(), test[1].max()) + 1)
+      num_classes = _num_classes(cfg.data)
       out[dataset] = zeroshot_section.run(ctx.config.zeroshot, num_classes, pool=pool, test=test)
     wd.atomic_write_json(path, out)
   table = zeroshot_section.markdown(out)
