@@ -93,8 +93,9 @@ def jax_model(setting: dict, impl: str, frozen_bn=()):
                        frozen_bn=frozen_bn, conv_impl=impl)
 
 
-def jax_step_worker(spec: dict):
-  """Compiles one variant of the steps table; returns (run_once, info)."""
+def jax_step(spec: dict):
+  """Compiles one variant of the steps table: (the compiled step, its arguments, whether it
+  returns the next state: a train step's first output replaces its first argument)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -133,6 +134,13 @@ def jax_step_worker(spec: dict):
     args = [state, data, jax.random.key(0)]
     compiled = jax.jit(step, donate_argnums=0).lower(*args).compile()
     threaded = True
+  return compiled, args, threaded
+
+
+def jax_step_worker(spec: dict):
+  """One variant of the steps table: (run_once, info)."""
+  import jax
+  compiled, args, threaded = jax_step(spec)
 
   def run_once():
     out = compiled(*args)

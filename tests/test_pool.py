@@ -1,4 +1,4 @@
-"""Max pooling's sliced CPU gradient against the native one (jtransfer/models/pool.py)."""
+"""Max pooling's tap formulation (CPU) against reduce_window and its native gradient (jtransfer/models/pool.py)."""
 
 import flax.linen as nn
 import jax
@@ -55,7 +55,7 @@ def test_ties_send_the_gradient_to_the_first_maximum():
   np.testing.assert_allclose(jnp.sum(got), jnp.sum(dy), rtol=1e-5)
 
 
-def test_sliced_gradient_only_on_cpu_and_auto():
+def test_tap_formulation_only_on_cpu_and_auto():
   x = jnp.zeros((1, 8, 8, 1))
   args = ((3, 3), (2, 2), ((1, 1), (1, 1)))
 
@@ -66,3 +66,14 @@ def test_sliced_gradient_only_on_cpu_and_auto():
   assert not has_custom_vjp(impl="xla", backend="cpu")
   with pytest.raises(ValueError, match="max-pool impl 'fast'"):
     pool.max_pool(x, *args, impl="fast")
+
+
+def test_a_nan_propagates_as_through_reduce_window():
+  x = _inputs((1, 8, 8, 2)).at[0, 3, 4, 1].set(jnp.nan).at[0, 0, 0, 0].set(jnp.nan)
+  args = ((3, 3), (2, 2), ((1, 1), (1, 1)))
+  y_ref = _native(x, *args)
+  y = pool.max_pool(x, *args, backend="cpu")
+  assert int(jnp.sum(jnp.isnan(y_ref))) == 3  # the case is exercised: 3 windows hold a NaN
+  np.testing.assert_array_equal(jnp.isnan(y), jnp.isnan(y_ref))
+  np.testing.assert_array_equal(y, y_ref)  # NaNs compare equal here
+

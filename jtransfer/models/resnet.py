@@ -166,7 +166,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(self, "bn1", conv(self.base_planes, 3, 1, 1, "conv1")(x), train))
     else:
       x = nn.relu(norm(self, "bn1", conv(self.base_planes, 7, 2, 3, "conv1")(x), train))
-      # The native gradient under 'xla'; otherwise the CPU's faster sliced one (models/pool.py).
+      # reduce_window and its native gradient under 'xla', else the CPU's taps (models/pool.py).
       x = pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)),
                         impl="xla" if self.conv_impl == "xla" else "auto")
     features["stem"] = x
