@@ -28,6 +28,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,8 @@ def profile_jax(args) -> None:
       run_once()
     wall = (time.perf_counter() - start) / args.steps * 1e3
   events = trace_events(trace_dir)
+  if not args.keep:
+    shutil.rmtree(trace_dir)
   steps = [(e["ts"], e["ts"] + e["dur"]) for e in events
            if e["name"] == "ThunkExecutor::Execute (wait for completion)"]
   # Each thunk's interval, clipped to the step that holds it (ms).
