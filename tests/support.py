@@ -79,6 +79,14 @@ def tiny_source(batch_size: int = 8, eval_batch_size: int = 8, **kwargs) -> inpu
                             eval_batch_size=eval_batch_size)
 
 
+def init_key(seed: int = 0):
+  """A key for ``model.init`` in tests, as ``trainer.init_variables`` makes one: 'rbg', whose
+  init XLA compiles several times faster than threefry's (ResNet-18 at 32 px: 1.8 against
+  4.0 s; EfficientNet-Lite0: 4.9 against 7.6 s). The values are as arbitrary either way."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.random.key(seed, impl="rbg")
+
+
 @contextlib.contextmanager
 def compilation_cache(path: str):
   """A persistent compilation cache at ``path`` while inside: identical programs compile once.

@@ -48,7 +48,7 @@ def pretrained(tmp_path_factory):
   """Random-init 'pretrained' weights with their model.json: no pretraining run needed."""
   cfg = _experiment("")
   model = models.from_config(cfg.model, num_classes=10)
-  variables = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+  variables = model.init(support.init_key(), np.zeros((1, 8, 8, 3), np.float32), train=False)
   path = str(tmp_path_factory.mktemp("weights") / "w")
   weights.save(jax.tree.map(np.asarray, dict(variables)), path,
                metadata=models.meta(cfg.model, num_classes=10))

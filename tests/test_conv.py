@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer.models import conv as conv_lib
 from jtransfer.models.conv import MATMUL, XLA, Conv, ConvPlan, conv, conv_impl_rule
@@ -254,7 +255,7 @@ def test_resnet_conv_impl_is_a_model_option_with_the_same_numbers():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float64)
     y = jnp.arange(4) % 10
     base = models.create("resnet18", num_classes=10, base_planes=16, dtype=jnp.float64)
-    variables = base.init(jax.random.key(0), x)
+    variables = base.init(testing.init_key(), x)
     variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
 
     def loss(model, params):

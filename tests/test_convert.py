@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import support as testing
 
 torch = pytest.importorskip("torch", reason="torch is in the test extra: `make test` installs it")
 torchvision = pytest.importorskip("torchvision")
@@ -145,7 +146,7 @@ def test_merge_new_head_is_strict_except_skip(r18):
   _, d = r18
   pretrained = weights.load(d / "r18.safetensors", arch="resnet18")
   model = models.create("resnet18", num_classes=3)
-  init = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  init = model.init(testing.init_key(), np.zeros((1, 32, 32, 3), np.float32))
   with pytest.raises(weights.WeightsMismatchError, match=r"mis-shaped: params/fc/kernel"):
     weights.merge(init, pretrained)
   merged, report = weights.merge(init, pretrained, skip=(r"^fc/",))

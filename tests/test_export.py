@@ -6,6 +6,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer import convert, export, models, weights
 
@@ -18,7 +19,7 @@ def trained_like():
   """Random Flax variables with non-trivial BN statistics, as a training run would leave them."""
   model = models.create("resnet50", num_classes=4)
   x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-  variables = model.init(jax.random.key(1), x)
+  variables = model.init(testing.init_key(1), x)
   _, mut = model.apply(variables, x, train=True, mutable=["batch_stats"])
   return model, {"params": variables["params"], "batch_stats": mut["batch_stats"]}, x
 

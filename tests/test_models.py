@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer import models
 
@@ -44,7 +45,7 @@ def test_param_count_equals_torchvision(arch):
 def test_feature_extractor_and_small_stem_shapes():
   model = models.create("resnet18", num_classes=None, small_stem=True)
   x = jnp.zeros((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
+  variables = model.init(testing.init_key(), x)
   assert "fc" not in variables["params"]
   logits, feats = model.apply(variables, x)
   assert logits is None
@@ -56,7 +57,7 @@ def test_feature_extractor_and_small_stem_shapes():
 def test_bfloat16_compute_keeps_float32_params():
   model = models.create("resnet18", num_classes=5, small_stem=True, dtype="bfloat16")
   x = jnp.ones((2, 16, 16, 3))
-  variables = model.init(jax.random.key(0), x)
+  variables = model.init(testing.init_key(), x)
   assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(variables))
   logits, feats = model.apply(variables, x)
   assert feats["layer1"].dtype == jnp.bfloat16
@@ -66,7 +67,7 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_frozen_bn_uses_running_stats_in_training():
   x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
   model = models.create("resnet18", num_classes=3, small_stem=True, frozen_bn=(r"^(bn1|layer[12])",))
-  variables = model.init(jax.random.key(0), x)
+  variables = model.init(testing.init_key(), x)
   _, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
   old, upd = variables["batch_stats"], new["batch_stats"]
   for name in ("bn1",):
@@ -89,7 +90,7 @@ def test_unknown_arch_is_a_clear_error():
 def test_narrow_resnet_for_cpu_demos():
   model = models.create("resnet18", num_classes=10, small_stem=True, base_planes=16)
   x = jnp.zeros((1, 16, 16, 3))
-  variables = model.init(jax.random.key(0), x)
+  variables = model.init(testing.init_key(), x)
   assert variables["params"]["layer4"]["0"]["conv1"]["kernel"].shape == (3, 3, 64, 128)
   logits, feats = model.apply(variables, x)
   assert feats["pre_logits"].shape == (1, 128) and logits.shape == (1, 10)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer.models import onednn
 from jtransfer.models.conv import ONEDNN, XLA, ConvPlan, conv, conv_impl_rule
@@ -134,7 +135,7 @@ def test_resnet_with_onednn_gives_xla_logits_and_gradients():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
   y = jnp.arange(4) % 10
   base = models.create("resnet18", num_classes=10, base_planes=16)
-  variables = base.init(jax.random.key(0), x)
+  variables = base.init(testing.init_key(), x)
 
   def loss(model, params):
     (logits, _), _ = model.apply({**variables, "params": params}, x, train=True,
@@ -212,7 +213,7 @@ def test_a_frozen_backbone_step_runs_no_onednn_backward():
   x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
   batch = {"image": x, "label": np.arange(4, dtype=np.int32)}
   base = models.create("resnet18", num_classes=10, small_stem=True, conv_impl="onednn")
-  variables = jax.jit(base.init)(jax.random.key(0), x)
+  variables = jax.jit(base.init)(testing.init_key(), x)
   counts = {}
   for strategy in ("linear_probe", "last_stages", "full_ft"):
     rules = optim.phases(optim.get_freezing_config(strategy),
@@ -275,7 +276,7 @@ def test_efficientnet_lite0_conv_impl_gives_the_same_logits_and_gradients():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
   y = jnp.arange(4) % 10
   variables = jax.jit(models.create("efficientnet_lite0", num_classes=10).init)(
-      jax.random.key(0), x)
+      testing.init_key(), x)
 
   def value_and_grad(impl):
     model = models.create("efficientnet_lite0", num_classes=10, conv_impl=impl)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 import pytest
+import support as testing
 
 from jtransfer import models
 from jtransfer.tasks import dann
@@ -66,7 +67,7 @@ def test_domain_gradient_reaches_the_backbone_reversed():
   model = models.create("resnet18", num_classes=3, small_stem=True, base_planes=4)
   head = dann.DomainHead((8,))
   batch = next(_source().train_iterator(seed=0, start_step=0, process_index=0, process_count=1))
-  v = model.init(jax.random.key(0), batch["image"])
+  v = model.init(testing.init_key(), batch["image"])
   params = {**v["params"], "domain_head": head.init(jax.random.key(1), jnp.zeros((1, 32)))["params"]}
   loss_cfg = config_dict.ConfigDict({"label_smoothing": 0.0})
 
