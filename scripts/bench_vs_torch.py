@@ -94,8 +94,8 @@ def jax_model(setting: dict, impl: str, frozen_bn=()):
 
 
 def jax_step(spec: dict):
-  """Compiles one variant of the steps table: (the compiled step, its arguments, whether it
-  returns the next state: a train step's first output replaces its first argument)."""
+  """Compiles one variant of the steps table: (the compiled step, run_once). ``run_once`` runs
+  it to completion; a train step's next state becomes its next call's argument."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -134,19 +134,19 @@ def jax_step(spec: dict):
     args = [state, data, jax.random.key(0)]
     compiled = jax.jit(step, donate_argnums=0).lower(*args).compile()
     threaded = True
-  return compiled, args, threaded
-
-
-def jax_step_worker(spec: dict):
-  """One variant of the steps table: (run_once, info)."""
-  import jax
-  compiled, args, threaded = jax_step(spec)
 
   def run_once():
     out = compiled(*args)
     jax.block_until_ready(out)
     if threaded:
       args[0] = out[0]
+  return compiled, run_once
+
+
+def jax_step_worker(spec: dict):
+  """One variant of the steps table: (run_once, info)."""
+  import jax
+  _, run_once = jax_step(spec)
   info = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__}
   return run_once, info
 

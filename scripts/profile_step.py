@@ -13,8 +13,8 @@ printed beside them: the union of the oneDNN calls' intervals (their sum minus t
 waited for another under the extension's one-at-a-time lock), the time some other thunk ran while
 no oneDNN call did (the rest of the step's critical path), and the time no thunk ran at all.
 
-torch (``--torch``, then, in a process of its own): ``bench_vs_torch.torch_step_worker``'s step under ``torch.profiler``, self CPU
-time per operator (``aten::mkldnn_convolution`` is the forward, ``aten::convolution_backward``
+torch (``--torch``, then, in a process of its own): ``bench_vs_torch.torch_step_worker``'s step
+under ``torch.profiler``, self CPU time per operator (``aten::mkldnn_convolution`` is the forward, ``aten::convolution_backward``
 both gradients). Both sides run with jtransfer's malloc settings (``jtransfer.hostmem``), as
 ``bench_vs_torch.py --torch_mallocs=reuse`` times torch; ``--malloc=system`` leaves glibc's as it is.
 """
@@ -84,16 +84,9 @@ def union(intervals) -> float:
 def profile_jax(args) -> None:
   import bench_vs_torch
   import jax
-  compiled, step_args, threaded = bench_vs_torch.jax_step(
+  compiled, run_once = bench_vs_torch.jax_step(
       {"setting": args.setting, "task": args.task, "impl": args.impl})
   onednn = {m.group(1): m.group(2) for m in ONEDNN_TARGET.finditer(compiled.as_text())}
-
-  def run_once():
-    out = compiled(*step_args)
-    jax.block_until_ready(out)
-    if threaded:
-      step_args[0] = out[0]
-
   for _ in range(args.warmup):
     run_once()
   trace_dir = args.keep or tempfile.mkdtemp(prefix="jtransfer_profile_")
@@ -193,13 +186,11 @@ def main():
   parser.add_argument("--top", type=int, default=12)
   parser.add_argument("--keep", default="", help="write the jax trace to this directory")
   args = parser.parse_args()
-  if args.malloc == "reuse":
-    from jtransfer import hostmem
-    hostmem.reuse_freed_memory()
-  if args.only_torch:
-    return profile_torch(args)
-  if args.only_jax:
-    return profile_jax(args)
+  if args.only_jax or args.only_torch:
+    if args.malloc == "reuse":  # before either framework starts its threads
+      from jtransfer import hostmem
+      hostmem.reuse_freed_memory()
+    return profile_torch(args) if args.only_torch else profile_jax(args)
   # Each side in a process of its own, one after the other, as bench_vs_torch.py runs them.
   argv = [a for a in sys.argv[1:] if a != "--torch"]
   subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--only_jax"], check=True)
