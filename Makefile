@@ -39,13 +39,15 @@ $(ONEDNN_LIB): jtransfer/models/onednn_conv.cc jtransfer/models/onednn_build.py 
 	$(BIN)/python -m jtransfer.models.onednn_build build --prefix=$(VENV)/onednn
 onednn: $(ONEDNN_LIB)
 
-# Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once:
-# 555 tests, 9 min 56 s measured 2026-12-04 (README, Tests); --durations lists the slowest.
+# Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once;
+# --durations lists the slowest (README, Tests). A worker that crashes is not replaced: the run
+# fails naming its test, the other worker stops after its current one, and every thread's
+# traceback is in the file the run prints (tests/crashguard.py, which also bounds each test).
 # The tests build the extension and then require it (tests/test_onednn.py fails rather than
 # skips); only where it cannot build (no g++ or apt-get) do they run without it, saying so.
 test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory onednn || echo "WARNING: the oneDNN extension did not build; tests/test_onednn.py will skip"
-	JTRANSFER_REQUIRE_ONEDNN=$$(test -f $(ONEDNN_LIB) && echo 1 || echo 0) $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	JTRANSFER_REQUIRE_ONEDNN=$$(test -f $(ONEDNN_LIB) && echo 1 || echo 0) $(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 --durations=15 tests
 
 # One formatter/linter (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
 lint: $(VENV)/.installed-test

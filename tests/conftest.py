@@ -2,6 +2,9 @@
 
 from jtransfer import hostmem
 
+# A crashed or hung test fails the run fast, naming itself, with every thread's traceback in a file.
+pytest_plugins = ["crashguard"]
+
 # As the entry points do (jtransfer.main, jtransfer.benchmark): XLA's buffers reused across steps.
 hostmem.reuse_freed_memory()
 
