@@ -30,7 +30,7 @@ The pieces, each usable alone:
   (Linux maps it to a POSIX lock); on FUSE object stores (gcsfuse) it is local to each host.
 - ``fingerprint``/``check_identity``/``write_identity``: ``workdir/identity.json`` records the
   fields that change a run's result; resuming under a config that differs in any of them is an
-  error listing each (see ``IGNORED_FIELDS`` for those that may change, and ``check_identity`` for
+  error listing each (the roles in ``train/fields.py`` say which may change, and ``check_identity`` for
   the one deliberate exception, growing ``train.num_steps`` with ``train.allow_extend``).
 - ``truncate_metrics``/``read_jsonl``: after a resume from step S the lines past S are dropped
   (they are about to be written again); a line torn by a kill mid-append is dropped with a warning.
@@ -56,32 +56,10 @@ import uuid
 
 from absl import logging
 
+from jtransfer.train import fields as fields_lib
+
 LOCK_FILE = ".lock"
 IDENTITY_FILE = "identity.json"
-
-# Fields that cannot change what a run computes, so they may differ between a run and its resume.
-# A prefix covers its subtree. Every other field, including any added later, is part of the
-# identity: an unknown field errs on the side of a false alarm, never of a silent mix.
-IGNORED_FIELDS = (
-    "train.num_steps",    # Compared on its own: see check_identity (extend on purpose).
-    "train.allow_extend",  # The permission itself.
-    "train.resume_from_step",  # Which kept checkpoint to restart from, not what is trained.
-    "train.log_every",    # How often train metrics are written, not what is trained.
-    "train.ckpt_every",   # Where a resume can start; data and RNG depend on (seed, step) only.
-    "train.keep",         # How many recent checkpoints stay; the best one is kept regardless.
-    "train.progress", "train.tensorboard",
-    "train.distributed",  # How processes find each other.
-    # 'jit' and 'pmap' compute the same update (tests/test_train_parallel.py); they differ only in
-    # the order of floating-point reductions, as a resume on another number of devices or hosts
-    # does, which no config records either. Treating it as identity would forbid moving a run.
-    "train.parallel",
-    # Evaluation is in inference mode (BatchNorm running statistics) over every example exactly
-    # once, padding masked: the batch size changes the reduction order only, like train.parallel,
-    # and must change with the number of devices.
-    "data.eval_batch_size",
-    "data.data_dir",      # Where TFDS keeps the data, not which data.
-    "data.cache", "data.prefetch",  # The same examples, sooner.
-)
 
 _VERSIONED = re.compile(r"^\.(?P<name>.+)-(?P<hex>[0-9a-f]{32})(?P<suffix>\.link|\.old)?$")
 _LEGACY_TMP = ".tmp-weights-"  # Left by the weights.save of before versioned dirs.
@@ -469,24 +447,17 @@ def _plain(config: Any) -> Any:
   return json.loads(json.dumps(config, sort_keys=True, default=_json_default))
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-  return out
-
-
-def _ignored(key: str) -> bool:
-  return any(key == f or key.startswith(f + ".") for f in IGNORED_FIELDS)
+def _identity_field(key: str) -> bool:
+  """A field a resume must not change: its role (``train/fields.py``) is result or input;
+  ``train.num_steps`` is compared on its own (``check_identity``: it may grow on purpose)."""
+  return key != "train.num_steps" and fields_lib.in_identity(key)
 
 
 def fingerprint(config: Any) -> tuple[str, dict[str, Any]]:
-  """``(sha256 hex digest, {dotted key: value})`` over the fields that change a run's result:
-  everything but ``IGNORED_FIELDS`` (``train.num_steps`` is compared on its own). Takes a
-  ConfigDict or a plain dict (a config.json's content); both give the same digest."""
-  fields = {k: v for k, v in _flatten(_plain(config)).items() if not _ignored(k)}
+  """``(sha256 hex digest, {dotted key: value})`` over the fields that change a run's result
+  (roles ``result`` and ``input`` in ``train/fields.py``; ``train.num_steps`` is compared on its
+  own). Takes a ConfigDict or a plain dict (a config.json's content); both give the same digest."""
+  fields = fields_lib.select(_plain(config), _identity_field)
   blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(blob.encode()).hexdigest(), fields
 
@@ -556,7 +527,8 @@ def check_identity(workdir: str | os.PathLike, config: Any, *,
   if record is None:
     return
   _, fields = fingerprint(config)
-  old_fields = record.get("fields", {})
+  # Under today's roles: a field a later version reclassified (say, as execution) no longer counts.
+  old_fields = {k: v for k, v in record.get("fields", {}).items() if _identity_field(k)}
   diffs = {k: (old_fields.get(k, _ABSENT), fields.get(k, _ABSENT))
            for k in sorted(old_fields.keys() | fields.keys())
            if old_fields.get(k, _ABSENT) != fields.get(k, _ABSENT)}
@@ -672,7 +644,7 @@ def truncate_metrics(path: str | os.PathLike, step: int) -> int:
   return dropped
 
 
-__all__ = ["IDENTITY_FILE", "IGNORED_FIELDS", "LOCK_FILE", "WorkdirInUseError", "WorkdirLock",
+__all__ = ["IDENTITY_FILE", "LOCK_FILE", "WorkdirInUseError", "WorkdirLock",
            "WorkdirMismatchError", "atomic_write_dir", "atomic_write_json", "atomic_write_text",
            "check_identity", "cleanup_leftovers", "fingerprint", "read_jsonl", "truncate_metrics",
            "write_identity"]

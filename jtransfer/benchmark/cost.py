@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jtransfer import models
+from jtransfer.train import fields
 
 __all__ = ["count_params", "program_key", "step_cost", "train_gflops"]
 
@@ -82,19 +83,22 @@ def step_cost(compiled_or_lowered: Any) -> dict[str, float | None]:
           "peak_bytes": _peak_bytes(memory)}
 
 
+# Input fields that can change a train step's shapes, and so its flops and memory: the dataset
+# (classes, channels) and the host preprocessing (the image shape it yields).
+_SHAPE_INPUTS = ("data.dataset", "data.pp_train")
+
+
 def program_key(cfg) -> str:
-  """What fixes a train step's program up to constants: the flops/memory do not change with
-  the seed, the few-shot draw, the learning rate or where the weights come from."""
-  d = json.loads(cfg.to_json_best_effort())
-  d["train"].pop("seed", None)
-  d["optim"].pop("lr", None)
-  for k in ("shots", "fewshot_seed", "train_split", "eval_split"):
-    d["data"].pop(k, None)
-  d["model"].pop("init", None)
-  teacher = d.get("loss", {}).get("distill", {}).get("teacher")
+  """What fixes a train step's program up to constants: its program fields (``train/fields.py``),
+  the inputs that change its shapes, and a distillation teacher's architecture. The flops and
+  memory do not change with the seed, the few-shot draw, the learning rate or where the weights
+  come from."""
+  keep = lambda k: fields.in_program(k) or k in _SHAPE_INPUTS
+  d = fields.select(json.loads(cfg.to_json_best_effort()), keep)
+  teacher = cfg.loss.distill.get("teacher")
   if teacher:
     meta = models.read_meta(teacher) or {}
-    d["loss"]["distill"]["teacher"] = [meta.get("arch"), meta.get("options")]
+    d["loss.distill.teacher"] = [meta.get("arch"), meta.get("options")]
   return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

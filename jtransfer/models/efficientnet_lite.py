@@ -426,6 +426,7 @@ SPEC = ModelSpec(
     head=r"^fc/",
     normalize={"mean": (0.5,) * 3, "std": (128 / 255,) * 3},  # (pixels - 127.5) / 128
     reference_key=reference_key,
+    execution_options=("conv_impl", "depthwise_impl"),
     sample_size=32,
     native_size=dict(IMAGE_SIZE),
 )

@@ -241,6 +241,7 @@ SPEC = ModelSpec(
     head=r"^fc/",
     normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
     reference_key=torchvision_key,
+    execution_options=("conv_impl",),
     sample_size=64,
 )
 

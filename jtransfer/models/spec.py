@@ -33,6 +33,9 @@ class ModelSpec:
     build: see ``Builder``; every family takes the common options (num_classes, dtype, frozen_bn,
       dropout_rate, bn_axis_name) plus its own ``options``.
     options: the family's own options with their defaults (ResNet: small_stem, base_planes, ...).
+    execution_options: those of ``options`` that change how the model computes, not what (the
+      convolution formulation): a run may resume or share its weights under another value
+      (their role in ``train/fields.py``); every other option changes the result.
       ``model.json`` records them, so a saved model is rebuilt without guessing.
     stages: regexes over '/'-joined parameter paths, from the input up; the first is the stem.
       Freezing presets count stages from the head down.
@@ -58,6 +61,7 @@ class ModelSpec:
   reference_ignore: tuple[str, ...] = ("num_batches_tracked",)
   sample_size: int = 64
   native_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  execution_options: tuple[str, ...] = ()
 
   @property
   def stem(self) -> str:

@@ -10,14 +10,14 @@ the compile but still pays tracing, lowering and loading the executable: about 2
 EfficientNet-Lite0 benchmark trial on this 2-core CPU. This cache hands a run the jitted function
 an earlier run built, so the second run only calls it.
 
-The train-step key is conservative: the run's whole config except the fields in ``RUN_ONLY``
-(fields that never enter a compiled program: which examples and how the host prepares them, weight
-paths, the seed and the peak learning rate, which are arguments of the step
-(``trainer.extra_inputs``), and logging/checkpoint cadence; input shapes
-need no key, ``jax.jit`` retraces for new ones), plus what the config does not say (number
+The train-step key is conservative: the run's config fields whose role (``train/fields.py``) is
+``result`` or ``execution``. It leaves out the ``input`` fields (which examples and how the host
+prepares them, weight paths, the seed and the peak learning rate, which are arguments of the step,
+``trainer.extra_inputs``; input shapes need no key, ``jax.jit`` retraces for new ones) and the
+``cosmetic`` ones (logging and checkpoint cadence), and adds what the config does not say (number
 of classes, phase and its rules, parameter shapes, the device layout, the task's own key). A field
-added to the config later is part of the key until someone proves it is run-only. Programs held
-here keep their executables alive; ``clear()`` drops them.
+the roles table does not know is part of the key. Programs held here keep their executables
+alive; ``clear()`` drops them.
 """
 
 from __future__ import annotations
@@ -29,36 +29,17 @@ from typing import Any, Callable
 
 import jax
 
-# Dotted config fields that cannot change a compiled program (see the module docstring).
-RUN_ONLY = (
-    "data.dataset", "data.train_split", "data.eval_split", "data.shots", "data.fewshot_seed",
-    "data.vtab1k", "data.data_dir", "data.cache", "data.repeat_small", "data.pp_train",
-    "data.pp_eval", "data.normalize", "data.shuffle_buffer", "data.prefetch", "data.skip_corrupt",
-    "model.init", "model.init_skip", "loss.distill.teacher", "optim.lr",
-    "train.seed", "train.eval_every", "train.ckpt_every", "train.log_every", "train.keep",
-    "train.export", "train.tensorboard", "train.progress", "train.patience", "train.best_metric",
-    "train.best_mode", "train.resume_from_step", "train.distributed",
-)
+from jtransfer.train import fields
+
 MAX_PROGRAMS = 24  # executables kept; the oldest goes first
 
 _programs: collections.OrderedDict[Any, Callable] = collections.OrderedDict()
 _stats = {"hits": 0, "misses": 0}
 
 
-def _drop(tree: dict, dotted: str) -> None:
-  *parents, leaf = dotted.split(".")
-  for p in parents:
-    tree = tree.get(p)
-    if not isinstance(tree, dict):
-      return
-  tree.pop(leaf, None)
-
-
 def config_key(config: Any) -> str:
-  """A digest of ``config`` without its ``RUN_ONLY`` fields."""
-  tree = json.loads(config.to_json_best_effort(sort_keys=True))
-  for dotted in RUN_ONLY:
-    _drop(tree, dotted)
+  """A digest of ``config``'s fields that can change a compiled program (``fields.in_program``)."""
+  tree = fields.select(json.loads(config.to_json_best_effort(sort_keys=True)), fields.in_program)
   return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -101,5 +82,5 @@ def clear() -> None:
   _stats.update(hits=0, misses=0)
 
 
-__all__ = ["MAX_PROGRAMS", "RUN_ONLY", "clear", "config_key", "device_key", "shapes_key",
+__all__ = ["MAX_PROGRAMS", "clear", "config_key", "device_key", "shapes_key",
            "shared", "stats"]
