@@ -17,6 +17,11 @@ JAX starts its thread pool (the first computation). The price: the process keeps
 peak (a training process reaches its peak every step anyway). ``JTRANSFER_MALLOC=system`` leaves
 malloc as it is; on a C library other than glibc it does nothing.
 
+It is for XLA:CPU only: a process that will run on a GPU or TPU keeps glibc's defaults (one arena
+for every tf.data thread and a heap never trimmed buy it nothing there). The backend is not known
+before JAX starts, so ``cpu_backend_expected()`` reads what decides it: ``JAX_PLATFORMS`` (or
+``jax_platforms``) when set, else whether an accelerator plugin (CUDA, ROCm, TPU) is installed.
+
 The entry points call it: ``jtransfer.main``, ``jtransfer.benchmark``, ``jtransfer.predict``, and
 the test session (``tests/conftest.py``).
 """
@@ -24,8 +29,10 @@ the test session (``tests/conftest.py``).
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import os
 import platform
+import sys
 
 ENV = "JTRANSFER_MALLOC"
 # glibc's mallopt parameters (malloc.h).
@@ -35,16 +42,45 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
 
 
+# Distributions whose presence makes JAX pick an accelerator by default.
+_ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm6-plugin",
+                        "jax-rocm7-plugin", "libtpu", "libtpu-nightly")
+
+
+def cpu_backend_expected(platforms: str | None = None) -> bool:
+  """Whether JAX's default backend will be the CPU, read without starting JAX.
+
+  ``platforms``: JAX's platform list (default: ``JAX_PLATFORMS``, else the ``jax_platforms``
+  config when jax is already imported); its first entry decides. Unset, an installed accelerator
+  plugin means JAX will take the accelerator where one is present: not the CPU.
+  """
+  if platforms is None:
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    jax = sys.modules.get("jax")
+    if not platforms and jax is not None:
+      platforms = jax.config.jax_platforms or ""
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  for name in _ACCELERATOR_PLUGINS:
+    try:
+      importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+    return False
+  return True
+
+
 def reuse_freed_memory() -> bool:
   """Sets glibc's malloc to keep and reuse freed memory; True when it did.
 
-  False where ``JTRANSFER_MALLOC=system`` or the C library is not glibc. Raises ValueError for
-  another value of ``JTRANSFER_MALLOC``, and OSError if glibc refuses a setting.
+  False where ``JTRANSFER_MALLOC=system``, the C library is not glibc, or JAX will not run on the
+  CPU (``cpu_backend_expected``). Raises ValueError for another value of ``JTRANSFER_MALLOC``, and
+  OSError if glibc refuses a setting.
   """
   policy = os.environ.get(ENV, "reuse")
   if policy not in ("reuse", "system"):
     raise ValueError(f"{ENV}={policy!r}: expected 'reuse' (the default) or 'system'")
-  if policy == "system" or platform.libc_ver()[0] != "glibc":
+  if policy == "system" or platform.libc_ver()[0] != "glibc" or not cpu_backend_expected():
     return False
   mallopt = ctypes.CDLL(None).mallopt
   for param, value in _SETTINGS:

@@ -57,3 +57,29 @@ def test_a_bad_policy_names_the_variable(monkeypatch):
 def test_system_policy_changes_nothing(monkeypatch):
   monkeypatch.setenv(hostmem.ENV, "system")
   assert hostmem.reuse_freed_memory() is False
+
+
+def test_only_a_cpu_backend_gets_the_policy(monkeypatch):
+  assert hostmem.cpu_backend_expected("cpu")
+  assert hostmem.cpu_backend_expected("cpu,cuda")
+  assert not hostmem.cpu_backend_expected("cuda")
+  assert not hostmem.cpu_backend_expected("tpu,cpu")
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  assert not hostmem.cpu_backend_expected()
+  assert hostmem.reuse_freed_memory() is False  # nothing set for a GPU process
+
+
+def test_an_installed_accelerator_plugin_means_not_the_cpu(monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  monkeypatch.setitem(sys.modules, "jax", None)  # as before jax is imported
+  installed = {"jax-cuda12-plugin"}
+
+  def distribution(name):
+    if name not in installed:
+      raise hostmem.importlib.metadata.PackageNotFoundError(name)
+    return object()
+
+  monkeypatch.setattr(hostmem.importlib.metadata, "distribution", distribution)
+  assert not hostmem.cpu_backend_expected()
+  installed.clear()
+  assert hostmem.cpu_backend_expected()
