@@ -18,6 +18,8 @@ Padded rows (``mask == 0``) count for nothing. The definitions are scikit-learn'
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -26,31 +28,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def _rankdata(x: np.ndarray) -> np.ndarray:
-  """Average ranks (1-based), ties share their mean rank: scipy's ``rankdata(method='average')``."""
-  order = np.argsort(x, kind="mergesort")
-  xs = x[order]
-  starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
-  ends = np.r_[starts[1:], len(xs)]
-  ranks = np.empty(len(x), np.float64)
-  ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-  return ranks
-
-
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
-  """Area under the ROC curve by the Mann–Whitney statistic (ties count one half)."""
+  """Area under the ROC curve by the Mann–Whitney statistic over scipy's average ranks (ties count
+  one half), which equals sklearn's ``roc_auc_score``; NaN when either class is absent.
+
+  Not ``roc_auc_score`` itself, which gives the same value: its input checks make it ~4x slower
+  per class (an evaluation of 10k examples, 100 classes: 0.56 s instead of 0.13 s), and it raises
+  (sklearn < 1.6) or warns where a class is absent.
+  """
+  positive = np.asarray(positive, bool)
   n_pos = int(positive.sum())
   n_neg = len(positive) - n_pos
   if n_pos == 0 or n_neg == 0:
     return float("nan")
-  ranks = _rankdata(scores)
+  ranks = stats.rankdata(scores)
   return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-  cm = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(cm, (labels, preds), 1)
-  return cm
+  """``[true, predicted]`` counts over all ``num_classes`` (sklearn's, with ``labels=range(C)``)."""
+  return skm.confusion_matrix(labels, preds, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None,
@@ -71,25 +68,21 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, mask: np.ndar
   # Rank of the true class: how many classes score strictly higher (argmax ties go to the first).
   true_logit = logits[np.arange(n), labels]
   higher = (logits > true_logit[:, None]).sum(-1)
-  cm = confusion_matrix(labels, preds, c)
-  tp = np.diag(cm).astype(np.float64)
-  pred_count, true_count = cm.sum(0).astype(np.float64), cm.sum(1).astype(np.float64)
-  present = (pred_count + true_count) > 0
-  div = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)
-  precision, recall = div(tp, pred_count), div(tp, true_count)
-  f1 = div(2 * precision * recall, precision + recall)
+  # Macro over the classes in labels or predictions; 0 where a ratio is 0/0.
+  precision, recall, f1, _ = skm.precision_recall_fscore_support(
+      labels, preds, average="macro", zero_division=0)
   aucs = [binary_auc(labels == j, probs[:, j]) for j in range(c)]
   aucs = [a for a in aucs if not np.isnan(a)]
   return {
       "loss": float(-log_probs[np.arange(n), labels].mean()),
       "top1": float((preds == labels).mean()),
       f"top{top_k}": float((higher < k).mean()),
-      "macro_precision": float(precision[present].mean()),
-      "macro_recall": float(recall[present].mean()),
-      "macro_f1": float(f1[present].mean()),
+      "macro_precision": float(precision),
+      "macro_recall": float(recall),
+      "macro_f1": float(f1),
       "auc_roc": float(np.mean(aucs)) if aucs else float("nan"),
       "num_examples": int(n),
-      "confusion_matrix": cm,
+      "confusion_matrix": confusion_matrix(labels, preds, c),
   }
 
 
