@@ -26,33 +26,16 @@ from __future__ import annotations
 import numbers
 from typing import Any, Mapping
 
+from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["interpolate"]
 
 
-def _flat(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-  """Nested mappings -> {'params/layer1/0/conv1/kernel': leaf}, in the tree's order."""
-  out = {}
-  for key, value in tree.items():
-    path = (*prefix, str(key))
-    if isinstance(value, Mapping):
-      out.update(_flat(value, path))
-    else:
-      out["/".join(path)] = value
-  return out
-
-
-def _unflat(flat: dict[str, Any]) -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    node = out
-    *parents, name = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[name] = leaf
-  return out
+def _flat(tree: Mapping) -> dict[str, Any]:
+  """Nested dicts (or FrozenDicts) -> {'params/layer1/0/conv1/kernel': leaf}, in the tree's order."""
+  return traverse_util.flatten_dict(tree, sep="/")
 
 
 def _check_alpha(alpha) -> float:
@@ -115,4 +98,4 @@ def interpolate(start_variables: Mapping, finetuned_variables: Mapping, alpha: f
       mixed = ((1.0 - alpha) * np.asarray(theta0, compute)
                + alpha * np.asarray(theta1, compute))
       out[path] = jnp.asarray(mixed.astype(dtype))
-  return _unflat(out)
+  return traverse_util.unflatten_dict(out, sep="/")

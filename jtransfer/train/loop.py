@@ -1,13 +1,17 @@
 """The train loop: one step, then a list of periodic actions given the step and the time.
 
-    loop = Loop(step_fn, actions=[LogTrain(...), Evaluate(...), Checkpoint(...), Progress(...)])
-    state = loop.run(state, batches, start=0, num_steps=1000, clock=time.monotonic)
+    ls = loop.LoopState(state=state, last_step=start)
+    actions = [loop.LogTrain(ls, ...), loop.Evaluate(ls, ...), loop.Checkpoint(ls, ...),
+               loop.Preemption(ls, ...), periodic_actions.ReportProgress(num_train_steps=1000)]
+    ls = loop.run(ls, step_fn, batches, start=start, num_steps=1000, actions=actions,
+                  clock=time.monotonic)       # ls.state, ls.last_step, ls.stop
 
-Each action is a CLU ``PeriodicAction`` (``_should_trigger`` / ``_apply``, the step and the time
-passed in, so tests need no sleeps). They share one ``LoopState``: the current train state, the
-train metrics not yet logged, this step's eval metrics and whether to stop. Order matters and is
-the list's: metrics are checked for NaN before an evaluation, which comes before the checkpoint
-that records it.
+``run`` is a function and the actions are CLU ``PeriodicAction``s (``_should_trigger`` /
+``_apply``, the step and the time passed in, so tests need no sleeps); progress reports are CLU's
+own ``ReportProgress``, appended by the trainer. The actions of this module share one
+``LoopState``: the current train state, the train metrics not yet logged, this step's eval metrics,
+whether to stop and the last step run. Order matters and is the list's: metrics are checked for
+NaN before an evaluation, which comes before the checkpoint that records it.
 """
 
 from __future__ import annotations
