@@ -7,7 +7,9 @@ so there a missing or broken build fails these tests instead of skipping them.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import re
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 import support as testing
 
-from jtransfer.models import onednn
+from jtransfer.models import onednn, onednn_build
 from jtransfer.models.conv import ONEDNN, XLA, ConvPlan, conv, conv_impl_rule
 
 if not onednn.available():
@@ -264,6 +266,27 @@ def test_the_cost_meter_counts_a_onednn_model_on_its_xla_twin(tmp_path):
   hidden = jax.jit(model.apply).lower(variables, x).compile().cost_analysis()
   hidden = hidden[0] if isinstance(hidden, (list, tuple)) else hidden
   assert hidden["flops"] < 0.1 * 2 * costs["xla"]
+
+
+def test_a_primitive_made_on_one_thread_runs_on_another(tmp_path):
+  """Issue 27: XLA calls the handlers from any of its threads and they cache primitives for the
+  process; with oneDNN's default (library) scratchpad a primitive must run on the thread that
+  made it, and Lite0's depthwise weight gradient crashed the test worker. The harness makes each
+  case's primitives on one thread and runs them on another, without XLA: it crashed (SIGSEGV)
+  before the handlers passed each execution its own scratchpad, and now gives bitwise the
+  creator's result."""
+  cxx = os.environ.get("CXX", "g++")
+  if shutil.which(cxx) is None:
+    pytest.fail(f"{cxx} is not on PATH, though the extension it builds is here")
+  here = Path(__file__).parent
+  harness = tmp_path / "onednn_threads"
+  subprocess.run([cxx, "-std=c++17", "-O1", "-w", str(here / "onednn_threads.cc"), "-o",
+                  str(harness), f"-I{onednn_build.SOURCE.parent}",
+                  *onednn_build.compile_flags(onednn.library_path().parent), "-lpthread"],
+                 check=True, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run([str(harness)], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+  assert proc.stdout.strip() == "ok 30", proc.stdout
 
 
 def test_efficientnet_lite0_conv_impl_gives_the_same_logits_and_gradients():

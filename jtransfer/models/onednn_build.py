@@ -62,18 +62,25 @@ def build(prefix: Path, cxx: str = "g++") -> Path:
         _run(["dpkg-deb", "-x", str(deb), str(Path(t) / "root")], Path(t))
       shutil.rmtree(root, ignore_errors=True)
       os.replace(Path(t) / "root", root)
+  out = prefix / onednn.LIB_NAME
+  tmp = prefix / f".{onednn.LIB_NAME}.tmp"
+  _run([cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-w", str(SOURCE), "-o", str(tmp),
+        *compile_flags(prefix)], prefix)
+  os.replace(tmp, out)
+  return out
+
+
+def compile_flags(prefix: Path) -> list[str]:
+  """The compiler flags that compile and link against the oneDNN ``build`` unpacked into
+  ``prefix`` and jaxlib's XLA FFI headers (``tests/test_onednn.py`` builds a harness with them)."""
+  root = Path(prefix).resolve() / "root"
   found = list(root.glob("usr/lib/*/libdnnl.so.2"))
   if not found:
     raise SystemExit(f"onednn build: the packages {DEBIAN_PACKAGES} hold no libdnnl.so.2")
   lib_dir = found[0].parent
-  out = prefix / onednn.LIB_NAME
-  tmp = prefix / f".{onednn.LIB_NAME}.tmp"
   # --disable-new-dtags: an RPATH (not RUNPATH) also finds libdnnl's own libOpenCL in lib_dir.
-  _run([cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-w", str(SOURCE), "-o", str(tmp),
-        f"-I{jax.ffi.include_dir()}", f"-I{root / 'usr' / 'include'}", f"-L{lib_dir}",
-        "-l:libdnnl.so.2", f"-Wl,--disable-new-dtags,-rpath,{lib_dir}"], prefix)
-  os.replace(tmp, out)
-  return out
+  return [f"-I{jax.ffi.include_dir()}", f"-I{root / 'usr' / 'include'}", f"-L{lib_dir}",
+          "-l:libdnnl.so.2", f"-Wl,--disable-new-dtags,-rpath,{lib_dir}"]
 
 
 def main(argv=None):

@@ -10,6 +10,14 @@
 // chosen primitive asks for (`format_tag::any`), and the weight gradient back from it. Primitives
 // and reorders are created once per shape and cached.
 //
+// Scratchpads are the caller's (`scratchpad_mode::user`), one per execution. With the library's
+// default (`scratchpad_mode::library`, and DNNL_ENABLE_CONCURRENT_EXEC=OFF as Debian builds it)
+// the scratchpad is the creating thread's, and "each primitive should be executed in the same
+// thread it was created in" (oneDNN's dnnl_scratchpad_mode_t). XLA calls these handlers from any
+// of its threads, so a primitive cached by one ran on another with a scratchpad that was not
+// there: a segmentation fault in an OpenMP worker (issue 27; tests/onednn_threads.cc reproduces
+// it without XLA: the depthwise weight gradient, which reduces through its scratchpad).
+//
 // Compiles against oneDNN 2.x (Debian bookworm's 2.6, what `make onednn` fetches) and 3.x (the
 // primitive descriptors there take the problem directly; 3.7 tested).
 #include <cstdint>
@@ -19,6 +27,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -52,9 +61,18 @@ using Key = std::tuple<int, memory::dims, memory::dims, memory::dims, memory::di
 struct Entry {
   dnnl::primitive conv;
   memory::desc wei_md;  // the (diff-)weights layout the primitive chose
+  memory::desc scratch_md;  // its scratchpad (user mode: the caller provides it)
   bool reorder = false;
   dnnl::primitive to_or_from_hwio;  // HWIO -> wei_md, or wei_md -> HWIO for backward-weights
+  memory::desc reorder_scratch_md;
 };
+
+// Every primitive here takes its scratchpad from the caller (see the top of the file).
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
 
 std::mutex cache_mu;
 std::mutex run_mu;
@@ -71,10 +89,10 @@ typename P::primitive_desc Backward(const Geometry& g, const memory::desc& src,
   const auto direct = dnnl::algorithm::convolution_direct;
 #if DNNL_VERSION_MAJOR >= 3
   return typename P::primitive_desc(Engine(), direct, src, wei, dst, g.strides, g.pad_lo,
-                                    g.pad_hi, fwd);
+                                    g.pad_hi, fwd, UserScratchpad());
 #else
   typename P::desc d(direct, src, wei, dst, g.strides, g.pad_lo, g.pad_hi);
-  return typename P::primitive_desc(d, Engine(), fwd);
+  return typename P::primitive_desc(d, UserScratchpad(), Engine(), fwd);
 #endif
 }
 
@@ -86,36 +104,42 @@ Entry Make(Direction d, const Geometry& g) {
   // oneDNN 3.x: primitive descriptors take the problem directly (no operation descriptor).
   dnnl::convolution_forward::primitive_desc fwd(Engine(), dnnl::prop_kind::forward_training,
                                                 direct, src, any_w, dst, g.strides, g.pad_lo,
-                                                g.pad_hi);
+                                                g.pad_hi, UserScratchpad());
 #else
   dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training, direct, src, any_w, dst,
                                      g.strides, g.pad_lo, g.pad_hi);
-  dnnl::convolution_forward::primitive_desc fwd(fd, Engine());
+  dnnl::convolution_forward::primitive_desc fwd(fd, UserScratchpad(), Engine());
 #endif
   Entry e;
   const char* impl = nullptr;
   if (d == kForward) {
     e.conv = dnnl::convolution_forward(fwd);
     e.wei_md = fwd.weights_desc();
+    e.scratch_md = fwd.scratchpad_desc();
     impl = fwd.impl_info_str();
   } else if (d == kBackwardData) {
     auto pd = Backward<dnnl::convolution_backward_data>(g, src, any_w, dst, fwd);
     e.conv = dnnl::convolution_backward_data(pd);
     e.wei_md = pd.weights_desc();
+    e.scratch_md = pd.scratchpad_desc();
     impl = pd.impl_info_str();
   } else {
     auto pd = Backward<dnnl::convolution_backward_weights>(g, src, any_w, dst, fwd);
     e.conv = dnnl::convolution_backward_weights(pd);
     e.wei_md = pd.diff_weights_desc();
+    e.scratch_md = pd.scratchpad_desc();
     impl = pd.impl_info_str();
   }
   memory::desc hwio = Plain(g.wei, UserWeights(g.wei));
   e.reorder = e.wei_md != hwio;
   if (e.reorder) {
     auto pd = d == kBackwardWeights
-                  ? dnnl::reorder::primitive_desc(Engine(), e.wei_md, Engine(), hwio)
-                  : dnnl::reorder::primitive_desc(Engine(), hwio, Engine(), e.wei_md);
+                  ? dnnl::reorder::primitive_desc(Engine(), e.wei_md, Engine(), hwio,
+                                                  UserScratchpad())
+                  : dnnl::reorder::primitive_desc(Engine(), hwio, Engine(), e.wei_md,
+                                                  UserScratchpad());
     e.to_or_from_hwio = dnnl::reorder(pd);
+    e.reorder_scratch_md = pd.scratchpad_desc();
   }
   if (std::getenv("JTRANSFER_ONEDNN_VERBOSE")) {
     const size_t n = g.wei.size();
@@ -164,22 +188,31 @@ ffi::Error Run(Direction d, ffi::Span<const int64_t> x, ffi::Span<const int64_t>
     memory mw(Plain(g.wei, UserWeights(g.wei)), Engine(), wei);
     memory md(Plain(g.dst, tag::nhwc), Engine(), dst);
     memory mk = e.reorder ? memory(e.wei_md, Engine()) : mw;
+    // This execution's own scratchpads: no state shared with the thread that made the primitive.
+    memory scratch(e.scratch_md, Engine());
+    memory reorder_scratch(e.reorder_scratch_md, Engine());
     // One oneDNN convolution at a time: XLA runs independent thunks (a layer's input and weight
     // gradients) concurrently, and two OpenMP teams on the same cores slow both down.
     static const bool serial = std::getenv("JTRANSFER_ONEDNN_CONCURRENT") == nullptr;
     std::unique_lock<std::mutex> run_lock(run_mu, std::defer_lock);
     if (serial) run_lock.lock();
     dnnl::stream s(Engine());
+    const std::pair<int, memory> reorder_pad{DNNL_ARG_SCRATCHPAD, reorder_scratch};
     if (d != kBackwardWeights && e.reorder) {
-      e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mw}, {DNNL_ARG_TO, mk}});
+      e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mw}, {DNNL_ARG_TO, mk}, reorder_pad});
     }
+    const std::pair<int, memory> pad{DNNL_ARG_SCRATCHPAD, scratch};
     if (d == kForward) {
-      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DST, md}});
+      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DST, md}, pad});
     } else if (d == kBackwardData) {
-      e.conv.execute(s, {{DNNL_ARG_DIFF_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md}});
+      e.conv.execute(s, {{DNNL_ARG_DIFF_SRC, ms}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md},
+                         pad});
     } else {
-      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md}});
-      if (e.reorder) e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mk}, {DNNL_ARG_TO, mw}});
+      e.conv.execute(s, {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_WEIGHTS, mk}, {DNNL_ARG_DIFF_DST, md},
+                         pad});
+      if (e.reorder) {
+        e.to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, mk}, {DNNL_ARG_TO, mw}, reorder_pad});
+      }
     }
     s.wait();
   } catch (const dnnl::error& err) {
