@@ -137,13 +137,13 @@ def test_known_values():
 ])
 def test_bad_arguments_are_value_errors_naming_them(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    corruptions.corrupt_op(**kwargs)
+    preprocess.corrupt(**kwargs)
   with pytest.raises(ValueError, match=r"pp\[0\] \(corrupt\): .*" + match):
     data.build_pp([{"op": "corrupt", **kwargs}])
 
 
 def test_registered_in_the_op_table():
-  assert preprocess.OPS["corrupt"] is corruptions.corrupt_op
+  assert preprocess.OPS["corrupt"] is preprocess.corrupt
 
 
 @pytest.mark.parametrize("dataset", ["uci_digits", "mnist5k"])

@@ -52,7 +52,7 @@ import zlib
 
 import tensorflow as tf
 
-__all__ = ["CORRUPTIONS", "RANDOM", "SEVERITIES", "corrupt", "corrupt_op", "shifted_pp"]
+__all__ = ["CORRUPTIONS", "RANDOM", "SEVERITIES", "check_args", "corrupt", "shifted_pp"]
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -206,7 +206,8 @@ CORRUPTIONS = tuple(_FNS)
 RANDOM = ("gaussian_noise", "shot_noise", "rotate", "elastic")
 
 
-def _check(name: Any, severity: Any, seed: Any, in_max: Any) -> None:
+def check_args(name: Any, severity: Any, seed: Any, in_max: Any) -> None:
+  """ValueError naming the first bad argument of a corruption (the pp op 'corrupt' checks these)."""
   if name not in _FNS:
     raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
   if (not isinstance(severity, numbers.Integral) or isinstance(severity, bool)
@@ -236,7 +237,7 @@ def corrupt(image: Any, name: str, severity: int, *, seed: int = 0,
   Deterministic in (image, name, severity, seed); see the module docstring. Raises ValueError
   naming an unknown corruption or a bad severity.
   """
-  _check(name, severity, seed, in_max)
+  check_args(name, severity, seed, in_max)
   x = tf.cast(tf.convert_to_tensor(image), tf.float32)
   if x.shape.rank is not None and x.shape.rank != 3:
     raise ValueError(f"corruption {name!r}: expected an image [H, W, C], got shape {x.shape}")
@@ -248,18 +249,6 @@ def corrupt(image: Any, name: str, severity: int, *, seed: int = 0,
     out = tf.clip_by_value(out / scale, 0.0, float(in_max))
   out.set_shape(x.shape)
   return out
-
-
-def corrupt_op(name: str, severity: int, seed: int = 0, in_max: float = 255.0):
-  """The pp op 'corrupt': ``{'op': 'corrupt', 'name': ..., 'severity': 1..5, 'seed': 0}``.
-
-  ``in_max`` is the value range of the pixels at that point (255 for uint8 images; 16 for
-  uci_digits), which the op scales to [0, 255] and back.
-  """
-  _check(name, severity, seed, in_max)
-  # Imported here: preprocess imports this module for its op table.
-  from jtransfer.data.preprocess import Op
-  return Op("corrupt", lambda x, _: corrupt(x, name, severity, seed=seed, in_max=in_max))
 
 
 # Ops that turn raw pixels into model inputs: the corruption goes before the first of them.
@@ -283,11 +272,11 @@ def shifted_pp(pp_eval: Sequence[Any], name: str, severity: int, seed: int = 0) 
   The corruption goes right before the first 'normalize' / 'value_range' op (and before any
   channel conversion directly preceding it), i.e. after decoding, resizing and cropping; at the
   end if there is no such op. Its ``in_max`` is read from that op (default 255). The input list
-  is not changed; the result is validated with ``preprocess.build_pp``. ValueError for an unknown
-  corruption, a bad severity, a pp that is already corrupted, or a value_range with in_min != 0.
+  is not changed; the inserted op's arguments are checked (``check_args``), the others are the
+  caller's pp. ValueError for an unknown corruption, a bad severity, a pp that is already corrupted,
+  or a value_range with in_min != 0.
   """
-  from jtransfer.data import preprocess  # see corrupt_op
-  _check(name, severity, seed, 255.0)
+  check_args(name, severity, seed, 255.0)
   if isinstance(pp_eval, (str, bytes)) or not isinstance(pp_eval, (list, tuple)):
     raise ValueError(f"shifted_pp: expected a list of op specs, got {pp_eval!r}")
   names = [_op_name(spec) for spec in pp_eval]
@@ -306,6 +295,5 @@ def shifted_pp(pp_eval: Sequence[Any], name: str, severity: int, seed: int = 0) 
     at -= 1
   op = {"op": "corrupt", "name": name, "severity": int(severity), "seed": int(seed),
         "in_max": in_max}
-  out = list(pp_eval[:at]) + [op] + list(pp_eval[at:])
-  preprocess.build_pp(out, name="shifted_pp")
-  return out
+  check_args(name, severity, seed, in_max)
+  return list(pp_eval[:at]) + [op] + list(pp_eval[at:])

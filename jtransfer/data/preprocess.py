@@ -232,6 +232,17 @@ def value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0, clip=False):
   return Op('value_range', fn)
 
 
+def corrupt(name, severity, seed=0, in_max=255.0):
+  """`{'op': 'corrupt', 'name': ..., 'severity': 1..5, 'seed': 0}`: `corruptions.corrupt` as an op.
+
+  `in_max` is the value range of the pixels at that point (255 for uint8 images; 16 for
+  uci_digits), which the op scales to [0, 255] and back; `corruptions.shifted_pp` inserts it.
+  """
+  corruptions.check_args(name, severity, seed, in_max)
+  return Op('corrupt', lambda x, _: corruptions.corrupt(x, name, severity, seed=seed,
+                                                       in_max=in_max))
+
+
 def normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, in_max=255.0):
   """torchvision's ToTensor + Normalize: x / in_max, then (x - mean) / std (float32)."""
   mean, std = _channels_vector('mean', mean), _channels_vector('std', std)
@@ -287,7 +298,7 @@ OPS = {
     'normalize': normalize,
     'grayscale_to_rgb': grayscale_to_rgb,
     'rgb_to_grayscale': rgb_to_grayscale,
-    'corrupt': corruptions.corrupt_op,  # eval-only OOD test sets: jtransfer/data/corruptions.py
+    'corrupt': corrupt,  # eval-only OOD test sets: jtransfer/data/corruptions.py
 }
 
 

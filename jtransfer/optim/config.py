@@ -12,9 +12,9 @@ Every field is commented where it is defined. Nothing here builds anything: ``bu
 
 from __future__ import annotations
 
-import inspect
-
 from ml_collections import config_dict
+
+from jtransfer.optim import presets
 
 # BatchNorm scales/biases and dense/conv biases are not decayed; conv and dense kernels are.
 KERNELS_ONLY = r"(^|/)kernel$"
@@ -76,8 +76,6 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   ``strategy='l2sp'`` is a full fine-tune with the L2-SP penalty: ``alpha`` and ``beta_head`` go to
   the ``l2sp_*`` fields (set ``optim.weight_decay = 0``: L2-SP replaces it).
   """
-  from jtransfer.optim import presets  # pylint: disable=g-import-not-at-top  (presets imports this module)
-
   c = config_dict.ConfigDict()
   l2sp = {}
   if strategy == "l2sp":
@@ -86,7 +84,7 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   if strategy != "custom" and strategy not in presets.PRESETS:
     raise ValueError(f"Unknown freezing strategy {strategy!r}; known: custom, "
                      f"{', '.join(presets.PRESETS)}, l2sp")
-  defaults = preset_defaults(strategy) if strategy != "custom" else {}
+  defaults = presets.preset_defaults(strategy) if strategy != "custom" else {}
   unknown = sorted(set(args) - set(defaults))
   if unknown:
     raise ValueError(f"Strategy {strategy!r} takes {sorted(defaults)}; got unknown {unknown}")
@@ -112,12 +110,3 @@ def get_freezing_config(strategy: str = "full_ft", **args) -> config_dict.Config
   # L2-SP: coefficient of ||w_head||^2 / 2 (the head has no pretrained value: toward zero).
   c.l2sp_beta_head = float(l2sp.get("beta_head", 0.0))
   return c
-
-
-def preset_defaults(strategy: str) -> dict:
-  """The keyword arguments a preset takes beyond (stages, head), with their defaults."""
-  from jtransfer.optim import presets
-
-  sig = inspect.signature(presets.PRESETS[strategy])
-  return {k: p.default for k, p in sig.parameters.items()
-          if p.kind == p.KEYWORD_ONLY and k not in ("stages", "head")}

@@ -16,6 +16,7 @@ layer1 ... layer4); presets count them from the head down.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Sequence
 
 from jtransfer.optim.rules import FROZEN
@@ -106,6 +107,13 @@ PRESETS = {
 }
 
 
+def preset_defaults(strategy: str) -> dict:
+  """The keyword arguments a preset takes beyond (stages, head), with their defaults."""
+  sig = inspect.signature(PRESETS[strategy])
+  return {k: p.default for k, p in sig.parameters.items()
+          if p.kind == p.KEYWORD_ONLY and k not in ("stages", "head")}
+
+
 def stages_and_head(config, *, spec=None) -> tuple[tuple[str, ...], str]:
   """``freezing.stages`` / ``freezing.head``, or where None, the model family's (``spec``, or the
   spec of ``config.model.arch`` when ``config`` is the experiment config)."""
@@ -137,7 +145,6 @@ def phases(config, *, spec=None) -> list[Phase]:
     result = [Phase(0, tuple(tuple(r) for r in fz.param_rules))]
   elif fz.strategy in PRESETS:
     args = fz.strategy_args.to_dict() if hasattr(fz.strategy_args, "to_dict") else fz.strategy_args
-    from jtransfer.optim.config import preset_defaults  # pylint: disable=g-import-not-at-top
     takes = preset_defaults(fz.strategy)
     unknown = sorted(set(args) - set(takes))
     if unknown:  # e.g. --config.freezing.strategy=lp_ft keeps the previous preset's arguments
