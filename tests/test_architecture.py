@@ -80,3 +80,50 @@ def test_architecture_doc_paths_exist():
     if "<" in p:
       continue
     assert os.path.exists(os.path.join(ROOT, p.rstrip("/"))), p
+
+
+def _module_name(path):
+  rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+  return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _module_graph():
+  """``{module: {modules it imports}}`` over jtransfer, every import (in functions too): ``from
+  pkg import sub`` depends on the submodule, ``from pkg import name`` on the package."""
+  sources = dict(_sources(""))
+  modules = {_module_name(p) for p in sources}
+  graph = {}
+  for path, text in sources.items():
+    deps = set()
+    for node in ast.walk(ast.parse(text)):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                 else node.module for a in node.names]
+      deps |= {n for n in names if n in modules}
+    graph[_module_name(path)] = deps - {_module_name(path)}
+  return graph
+
+
+def test_no_import_circle():
+  graph = _module_graph()
+  assert len(graph) > 50, sorted(graph)  # the walk found the package
+  done, on_path, path = set(), set(), []
+
+  def visit(m):
+    on_path.add(m)
+    path.append(m)
+    for d in sorted(graph.get(m, ())):
+      if d in on_path:
+        raise AssertionError("import circle: " + " -> ".join(path[path.index(d):] + [d]))
+      if d not in done:
+        visit(d)
+    on_path.discard(m)
+    path.pop()
+    done.add(m)
+
+  for m in sorted(graph):
+    if m not in done:
+      visit(m)
