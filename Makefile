@@ -35,8 +35,8 @@ demo: $(VENV)/.installed
 # The optional oneDNN convolution extension (conv_impl 'onednn', and 'auto' where it measured
 # faster): needs g++, apt-get and dpkg-deb; fetches Debian's libdnnl into .venv/onednn (docs/speed.md).
 ONEDNN_LIB := $(VENV)/onednn/libjtransfer_onednn.so
-$(ONEDNN_LIB): jtransfer/models/onednn_conv.cc jtransfer/models/onednn_build.py | $(VENV)/.installed
-	$(BIN)/python -m jtransfer.models.onednn_build build --prefix=$(VENV)/onednn
+$(ONEDNN_LIB): jtransfer/cpu/onednn_conv.cc jtransfer/cpu/onednn_build.py | $(VENV)/.installed
+	$(BIN)/python -m jtransfer.cpu.onednn_build build --prefix=$(VENV)/onednn
 onednn: $(ONEDNN_LIB)
 
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures are built once;

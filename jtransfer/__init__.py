@@ -10,12 +10,13 @@ Submodules (imported on first use, so `import jtransfer` stays cheap): ``models`
 specs, ``model.json``), ``convert`` (PyTorch ↔ Flax), ``weights`` (strict load/merge/save),
 ``workdir`` (what a workdir guarantees), ``data``, ``optim`` (freezing as data), ``tasks``
 (supervised, distillation, DANN), ``train`` (the one trainer), ``benchmark``, ``predict``,
-``export``, ``configs``. The layout: docs/architecture.md.
+``export``, ``configs``, ``cpu`` (what makes it fast on a CPU). The layout:
+docs/architecture.md.
 """
 
 import importlib
 
-__all__ = ["benchmark", "configs", "convert", "data", "export", "hostmem", "models", "optim",
+__all__ = ["benchmark", "configs", "convert", "cpu", "data", "export", "models", "optim",
            "predict", "tasks", "train", "weights", "workdir"]
 
 

@@ -16,7 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jtransfer import hostmem
+from jtransfer.cpu import hostmem
 
 # Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
 _CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")

@@ -37,8 +37,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from jtransfer import data, hostmem, models, weights
+from jtransfer import data, models, weights
 from jtransfer import workdir as wd
+from jtransfer.cpu import hostmem
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 

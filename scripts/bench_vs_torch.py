@@ -29,7 +29,7 @@ as ``models.create(..., conv_impl=...)``, the ResNets' model option.
 
 ``--convs``: every distinct convolution of ResNet-18 at 32 px (ImageNet stem, batch 128) and
 224 px (batch 32) — shapes read from the model itself — per direction, as XLA's convolution and as
-the patches matmul (``jtransfer.models.conv``) under each flag set, and torch's
+the patches matmul (``jtransfer.cpu.conv``) under each flag set, and torch's
 ``conv2d`` / ``convolution_backward`` with one output mask at a time; also round-robin across
 processes. This is the measurement behind ``conv_impl_rule``; the 'auto' column is what the rule
 picks, and the network rows sum each direction over every conv of the model.
@@ -38,7 +38,7 @@ Flag sets (``XLA_FLAGS`` of the jtransfer processes; the parent's own ``XLA_FLAG
 ``der`` = ``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce`` (the Makefile's),
 ``dr`` = ``...=dot,reduce``, ``jaxlib`` = unset (jaxlib's default YNN fusions).
 
-Host memory: jtransfer's entry points call ``jtransfer.hostmem.reuse_freed_memory()`` (glibc keeps
+Host memory: jtransfer's entry points call ``jtransfer.cpu.hostmem.reuse_freed_memory()`` (glibc keeps
 freed memory, so a step's buffers are not page-faulted in again every step), and so do the jax
 workers (``--jax_mallocs=reuse``; ``reuse,system`` times both). torch is timed twice by default
 (``--torch_mallocs``): as it comes (glibc's malloc untouched) and with the same malloc settings,
@@ -193,7 +193,7 @@ def jax_convs_worker(spec: dict):
   import jax.numpy as jnp
   import numpy as np
 
-  from jtransfer.models import conv as conv_lib
+  from jtransfer.cpu import conv as conv_lib
 
   rng = np.random.default_rng(0)
   timers, shapes = {}, {}
@@ -323,7 +323,7 @@ def torch_convs_worker(spec: dict):
 def worker_main(spec: dict):
   """Builds the timers of ``spec``, warms each up, answers 'run <id>' with seconds per call."""
   if spec.get("malloc") == "reuse":  # as jtransfer's entry points do, before any thread starts
-    from jtransfer import hostmem
+    from jtransfer.cpu import hostmem
     hostmem.reuse_freed_memory()
   if spec["framework"] == "torch":
     import torch  # noqa: F401  (before TensorFlow, which jtransfer's imports may pull in)
@@ -557,11 +557,11 @@ def main():
                       help="--convs: conv formulations to time (add onednn once `make onednn` built it)")
   parser.add_argument("--flag_sets", default="der,dr", help=f"keys of {sorted(FLAG_SETS)}")
   parser.add_argument("--jax_mallocs", default="reuse",
-                      help="jtransfer's malloc policies to time (jtransfer.hostmem; its entry "
+                      help="jtransfer's malloc policies to time (jtransfer.cpu.hostmem; its entry "
                       "points use 'reuse'; 'system' leaves glibc's malloc as it is)")
   parser.add_argument("--torch_mallocs", default="system,reuse",
                       help="torch processes to time: with glibc's malloc as it is ('system', "
-                      "torch's default) and/or with jtransfer.hostmem's settings ('reuse')")
+                      "torch's default) and/or with jtransfer.cpu.hostmem's settings ('reuse')")
   parser.add_argument("--interleave", choices=("row", "setting"), default="row")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--reps", type=int, default=5)

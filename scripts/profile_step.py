@@ -15,7 +15,7 @@ no oneDNN call did (the rest of the step's critical path), and the time no thunk
 
 torch (``--torch``, then, in a process of its own): ``bench_vs_torch.torch_step_worker``'s step
 under ``torch.profiler``, self CPU time per operator (``aten::mkldnn_convolution`` is the forward, ``aten::convolution_backward``
-both gradients). Both sides run with jtransfer's malloc settings (``jtransfer.hostmem``), as
+both gradients). Both sides run with jtransfer's malloc settings (``jtransfer.cpu.hostmem``), as
 ``bench_vs_torch.py --torch_mallocs=reuse`` times torch; ``--malloc=system`` leaves glibc's as it is.
 """
 
@@ -188,7 +188,7 @@ def main():
   args = parser.parse_args()
   if args.only_jax or args.only_torch:
     if args.malloc == "reuse":  # before either framework starts its threads
-      from jtransfer import hostmem
+      from jtransfer.cpu import hostmem
       hostmem.reuse_freed_memory()
     return profile_torch(args) if args.only_torch else profile_jax(args)
   # Each side in a process of its own, one after the other, as bench_vs_torch.py runs them.

@@ -1,6 +1,6 @@
 """Test-session setup shared by every test file."""
 
-from jtransfer import hostmem
+from jtransfer.cpu import hostmem
 
 # A crashed or hung test fails the run fast, naming itself, with every thread's traceback in a file.
 pytest_plugins = ["crashguard"]

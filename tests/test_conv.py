@@ -1,4 +1,4 @@
-"""jtransfer.models.conv: the matmul and 'auto' convolutions equal XLA's in value and in both
+"""jtransfer.cpu.conv: the matmul and 'auto' convolutions equal XLA's in value and in both
 gradients, create nn.Conv's parameters, and work under jit, vmap, pmap and bfloat16.
 
     .venv/bin/python -m pytest -q tests/test_conv.py        # ~15 s
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import support as testing
 
-from jtransfer.models import conv as conv_lib
-from jtransfer.models.conv import MATMUL, XLA, Conv, ConvPlan, conv, conv_impl_rule
+from jtransfer.cpu import conv as conv_lib
+from jtransfer.cpu.conv import MATMUL, XLA, Conv, ConvPlan, conv, conv_impl_rule
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""jtransfer.hostmem: after reuse_freed_memory() a step's large buffers are reused, not faulted in."""
+"""jtransfer.cpu.hostmem: after reuse_freed_memory() a step's large buffers are reused, not faulted in."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jtransfer import hostmem
+from jtransfer.cpu import hostmem
 
 # A jitted function whose 64 MiB output (above glibc's largest mmap threshold) is freed after each
 # call; prints the minor page faults per call once warm. The runtime releases buffers a little after
@@ -16,7 +16,7 @@ from jtransfer import hostmem
 # of 5 calls counts.
 _PROBE = r"""
 import json, resource, sys
-from jtransfer import hostmem
+from jtransfer.cpu import hostmem
 applied = hostmem.reuse_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: x * 2.0)

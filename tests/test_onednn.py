@@ -1,4 +1,4 @@
-"""The oneDNN extension (``jtransfer.models.onednn``) as a conv formulation: equal to XLA's.
+"""The oneDNN extension (``jtransfer.cpu.onednn``) as a conv formulation: equal to XLA's.
 
 ``make test`` builds the extension first (``make onednn``) and sets JTRANSFER_REQUIRE_ONEDNN=1,
 so there a missing or broken build fails these tests instead of skipping them.
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import support as testing
 
-from jtransfer.models import onednn, onednn_build
-from jtransfer.models.conv import ONEDNN, XLA, ConvPlan, conv, conv_impl_rule
+from jtransfer.cpu import onednn, onednn_build
+from jtransfer.cpu.conv import ONEDNN, XLA, ConvPlan, conv, conv_impl_rule
 
 if not onednn.available():
   if os.environ.get("JTRANSFER_REQUIRE_ONEDNN") == "1":
@@ -164,7 +164,7 @@ def _at(tree, path):
 
 def test_a_missing_library_is_a_clear_error_naming_the_build_command(tmp_path):
   code = ("import jax.numpy as jnp\n"
-          "from jtransfer.models import conv, onednn\n"
+          "from jtransfer.cpu import conv, onednn\n"
           "assert not onednn.available()\n"
           "try:\n"
           "  conv.conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), plan='onednn')\n"

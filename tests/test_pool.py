@@ -1,4 +1,4 @@
-"""Max pooling's tap formulation (CPU) against reduce_window and its native gradient (jtransfer/models/pool.py)."""
+"""Max pooling's tap formulation (CPU) against reduce_window and its native gradient (jtransfer/cpu/pool.py)."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtransfer.models import pool
+from jtransfer.cpu import pool
 
 # (input shape, window, strides, padding): the ResNet stem's pool, odd sizes, stride 1,
 # non-overlapping windows, asymmetric padding.

@@ -1,6 +1,6 @@
 """On 8 simulated CPU devices: jit over the mesh, pmap, and one device give the same parameters
 after 3 steps on the same global batch (cross-replica BatchNorm included), with XLA's own
-convolutions and with ``conv_impl='auto'`` (jtransfer.models.conv's custom-VJP convolution; with
+convolutions and with ``conv_impl='auto'`` (jtransfer.cpu.conv's custom-VJP convolution; with
 8 devices it keeps off the oneDNN extension: at 8 px the matmul runs layer3's 2x2 maps and
 layer4's 1x1 maps keep only their live taps)."""
 

@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jtransfer import hostmem
+from jtransfer.cpu import hostmem
 
 
 def main(argv):

@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jtransfer.models import conv as conv_lib
+from jtransfer.cpu import conv as conv_lib
 from jtransfer.models.layers import BatchNormSpec, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
@@ -148,7 +148,7 @@ class DepthwiseConv(nn.Module):
 
   ``impl='xla'`` is one grouped convolution; ``'slices'`` the same sum written as k² shifted,
   strided slices times a per-channel weight; ``'onednn'`` oneDNN's depthwise kernels in all three
-  directions (``jtransfer.models.onednn``; float32, CPU). ``'auto'`` on the CPU backend is
+  directions (``jtransfer.cpu.onednn``; float32, CPU). ``'auto'`` on the CPU backend is
   'onednn' when the model's ``conv_impl`` is not 'xla' and the extension is in use
   (``conv.onednn_in_use``), else 'slices'; elsewhere 'xla'. All have the same parameters and
   agree to rounding.
@@ -294,7 +294,7 @@ class EfficientNetLite(nn.Module):
       pads for.
     depthwise_impl: "auto" (default), "xla", "slices" or "onednn" (``DepthwiseConv``).
     conv_impl: how the stem, 1×1 and head convolutions compute: "xla" (default), "matmul",
-      "onednn" or "auto" (``jtransfer.models.conv``; docs/speed.md). Any but "xla" also lets
+      "onednn" or "auto" (``jtransfer.cpu.conv``; docs/speed.md). Any but "xla" also lets
       ``depthwise_impl="auto"`` use oneDNN's depthwise kernels where the extension is built.
   """
   groups: tuple[BlockGroup, ...]

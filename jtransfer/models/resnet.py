@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jtransfer.models import conv as conv_lib
-from jtransfer.models import pool
+from jtransfer.cpu import conv as conv_lib
+from jtransfer.cpu import pool
 from jtransfer.models.layers import BatchNormSpec, classifier_head, resolve_dtype
 from jtransfer.models.spec import ModelSpec
 
@@ -38,7 +38,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def make_conv(dtype: Any, impl: str = "xla") -> Any:
   """The convolution every ResNet layer uses: bias-free, torchvision's init, float32 params.
 
-  ``impl``: 'xla' is ``nn.Conv``; 'matmul', 'onednn' and 'auto' are ``models.conv.Conv`` (same
+  ``impl``: 'xla' is ``nn.Conv``; 'matmul', 'onednn' and 'auto' are ``cpu.conv.Conv`` (same
   parameters, each direction computed as XLA's convolution, as patches times one matmul, or by
   the optional oneDNN extension; 'auto' picks per layer shape on the CPU and is 'xla' elsewhere;
   docs/speed.md).

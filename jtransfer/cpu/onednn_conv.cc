@@ -1,7 +1,7 @@
 // oneDNN's 2-D convolution as three XLA FFI handlers: forward, backward-data, backward-weights.
 //
-// Built by `python -m jtransfer.models.onednn build` (`make onednn`); used by
-// jtransfer/models/onednn.py, which registers the handlers and calls them from `jtransfer.models.conv`.
+// Built by `python -m jtransfer.cpu.onednn build` (`make onednn`); used by
+// jtransfer/cpu/onednn.py, which registers the handlers and calls them from `jtransfer.cpu.conv`.
 //
 // Layouts are the ones jtransfer's convolutions use: NHWC activations and HWIO kernels, float32,
 // no dilation; grouped (depthwise included) as XLA groups them: a (kh, kw, I/G, O) kernel whose

@@ -1,7 +1,7 @@
 """oneDNN's CPU convolution kernels inside XLA, as an optional, separately built FFI extension.
 
-    make onednn                     # or: python -m jtransfer.models.onednn_build build
-    from jtransfer.models import onednn
+    make onednn                     # or: python -m jtransfer.cpu.onednn_build build
+    from jtransfer.cpu import onednn
     onednn.available()                            # True once built and loaded
     y = onednn.forward(x, kernel, strides=(1, 1), padding=((1, 1), (1, 1)))
     dx = onednn.backward_data(dy, kernel, x.shape, strides=..., padding=...)
@@ -9,7 +9,7 @@
 
 Three XLA FFI handlers (``onednn_conv.cc``, compiled against the headers jaxlib ships) call
 oneDNN's convolution forward, backward-data and backward-weights primitives on float32 NHWC
-activations and HWIO kernels, in process, on XLA's buffers: no copies. ``jtransfer.models.conv``
+activations and HWIO kernels, in process, on XLA's buffers: no copies. ``jtransfer.cpu.conv``
 uses them as the 'onednn' formulation of each direction.
 
 Why: XLA:CPU runs convolutions on large maps with Eigen's kernels, which on this 2-core AVX-512
@@ -45,7 +45,7 @@ import numpy as np
 LIB_NAME = "libjtransfer_onednn.so"
 _TARGETS = {"forward": "JtOnednnConvForward", "backward_data": "JtOnednnConvBackwardData",
             "backward_weights": "JtOnednnConvBackwardWeights"}
-BUILD_HINT = "build it with `make onednn` (or `python -m jtransfer.models.onednn_build build`)"
+BUILD_HINT = "build it with `make onednn` (or `python -m jtransfer.cpu.onednn_build build`)"
 
 
 def default_prefix() -> Path:

@@ -1,6 +1,6 @@
 """Host memory: let XLA:CPU reuse its buffers from one step to the next instead of faulting them in.
 
-    from jtransfer import hostmem
+    from jtransfer.cpu import hostmem
     hostmem.reuse_freed_memory()    # first thing in a process's main(), before JAX runs anything
 
 XLA:CPU allocates a step's activations and gradients with ``malloc`` and frees them when the step

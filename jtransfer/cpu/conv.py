@@ -1,7 +1,7 @@
 """A linen ``Conv`` whose forward pass and two gradients each pick XLA's convolution, a matmul or
 oneDNN's kernels.
 
-    from jtransfer.models.conv import Conv, conv_impl_rule
+    from jtransfer.cpu.conv import Conv, conv_impl_rule
     conv = Conv(512, (3, 3), (1, 1), padding=[(1, 1), (1, 1)], use_bias=False, impl="auto")
     variables = conv.init(jax.random.key(0), x)        # {"params": {"kernel": HWIO}}, as nn.Conv
     y = conv.apply(variables, x)
@@ -17,7 +17,7 @@ weights and checkpoints do not change. ``impl`` chooses how it computes:
 * ``'matmul'``: patches as matmul in all three directions (pad, k² strided slices, one
   concatenate, one ``dot``); grouped convolutions stay on XLA.
 * ``'onednn'``: oneDNN's forward / backward-data / backward-weights primitives, called inside
-  XLA through the optional FFI extension (``jtransfer.models.onednn``); float32, CPU; a ``Conv``
+  XLA through the optional FFI extension (``jtransfer.cpu.onednn``); float32, CPU; a ``Conv``
   uses it for ungrouped convolutions, an explicit ``ConvPlan`` also for grouped ones (Lite0's
   depthwise convolutions).
 * ``'auto'``: on the CPU backend, ``conv_impl_rule`` per direction; on GPU/TPU, ``'xla'``.
@@ -54,7 +54,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from jtransfer.models import onednn
+from jtransfer.cpu import onednn
 
 IMPLS = ("xla", "matmul", "onednn", "auto")
 # What one direction of a ConvPlan can be.
@@ -157,7 +157,7 @@ def conv_impl_rule(input_shape: Sequence[int], kernel_shape: Sequence[int], *,
     ±1.5× of the matmul on small images, up to 3× faster on large ones).
 
   With the oneDNN extension in use ('auto', float32, built and loaded, and the process holding
-  one device; see ``jtransfer.models.onednn``), measured at 224 and 32 px:
+  one device; see ``jtransfer.cpu.onednn``), measured at 224 and 32 px:
 
   * larger kernels: forward and input gradient on oneDNN (0.9-3× XLA's time, 0.3-0.6× the
     matmul's on tiny maps); the weight gradient on oneDNN unless the output image is at most

@@ -1,8 +1,8 @@
-"""Builds the optional oneDNN convolution extension that ``jtransfer.models.onednn`` loads.
+"""Builds the optional oneDNN convolution extension that ``jtransfer.cpu.onednn`` loads.
 
     make onednn
-    python -m jtransfer.models.onednn_build build [--prefix=DIR] [--cxx=g++]
-    python -m jtransfer.models.onednn_build check          # exit 0 when it loads, else why not
+    python -m jtransfer.cpu.onednn_build build [--prefix=DIR] [--cxx=g++]
+    python -m jtransfer.cpu.onednn_build check          # exit 0 when it loads, else why not
 
 Needs g++ and Debian's package tools: ``apt-get download`` fetches ``libdnnl-dev`` 2.6 (oneDNN
 with OpenMP threading), its ``libdnnl2`` and the OpenCL loader that library links, and
@@ -23,7 +23,7 @@ import tempfile
 
 import jax
 
-from jtransfer.models import onednn
+from jtransfer.cpu import onednn
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 # Debian bookworm's oneDNN (OpenMP threading) and the OpenCL ICD loader its library links.
