@@ -30,7 +30,7 @@ install-test: $(VENV)/.installed-test
 # defaults (1.28x and 1.51x in earlier rounds); the Makefile's list above was 0.60x (BENCHMARKS.md).
 DEMO_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=dot,reduce
 demo: $(VENV)/.installed
-	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
+	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
 
 # The optional oneDNN convolution extension (conv_impl 'onednn', and 'auto' where it measured
 # faster): needs g++, apt-get and dpkg-deb; fetches Debian's libdnnl into .venv/onednn (docs/speed.md).
@@ -51,11 +51,11 @@ test: $(VENV)/.installed-test
 
 # One formatter/linter (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check jtransfer tests scripts
+	$(BIN)/ruff check jtransfer configs tests scripts
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff check --fix jtransfer tests scripts
-	$(BIN)/ruff format jtransfer tests scripts
+	$(BIN)/ruff check --fix jtransfer configs tests scripts
+	$(BIN)/ruff format jtransfer configs tests scripts
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -1,7 +1,7 @@
 """jtransfer: transfer learning of image models in JAX/Flax, with numbers you can trust.
 
     from jtransfer import models, optim, train
-    from jtransfer.configs import finetune_digits
+    from configs import finetune_digits   # the experiment files: the repository's configs/
     config = finetune_digits.get_config("runlocal")
     config.freezing = optim.get_freezing_config("last_stages", k=1)
     result = train.train_and_evaluate(config, "workdirs/run")   # same call again = resume
@@ -10,13 +10,14 @@ Submodules (imported on first use, so `import jtransfer` stays cheap): ``models`
 specs, ``model.json``), ``convert`` (PyTorch ↔ Flax), ``weights`` (strict load/merge/save),
 ``workdir`` (what a workdir guarantees), ``data``, ``optim`` (freezing as data), ``tasks``
 (supervised, distillation, DANN), ``train`` (the one trainer), ``benchmark``, ``predict``,
-``export``, ``configs``, ``cpu`` (what makes it fast on a CPU). The layout:
-docs/architecture.md.
+``export``, ``cpu`` (what makes it fast on a CPU). Experiment configs are not part of the package:
+they are the repository's top-level ``configs/`` (run the example above from its root; the command
+lines take ``--config=configs/FILE.py`` from any directory). The layout: docs/architecture.md.
 """
 
 import importlib
 
-__all__ = ["benchmark", "configs", "convert", "cpu", "data", "export", "models", "optim",
+__all__ = ["benchmark", "convert", "cpu", "data", "export", "models", "optim",
            "predict", "tasks", "train", "weights", "workdir"]
 
 

@@ -1,6 +1,6 @@
 """The command line: parse flags, call ``train.trainer.train_and_evaluate``. Nothing else lives here.
 
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:runlocal --workdir=workdirs/digits \
+    python -m jtransfer.main --config=configs/finetune_digits.py:runlocal --workdir=workdirs/digits \
         --config.optim.lr=0.01 --config.train.num_steps=500
 
 The config is locked: ``--config.train.num_step=5`` (a typo) is an error naming the key. Running
@@ -16,6 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from jtransfer import configs_path
 from jtransfer.cpu import hostmem
 
 # Libraries whose INFO lines (per checkpoint save, per dataset read) would bury the run's own.
@@ -47,9 +48,10 @@ def main(argv: list[str]) -> None:
 
 def cli() -> None:
   """The command line; flags are defined here, not at import, so importing this module is free."""
+  configs_path.add_from_argv(sys.argv)  # before absl loads the file: its `import configs` works
   config_flags.DEFINE_config_file(
-      "config", None, "Experiment config file, jtransfer/configs/FILE.py[:ARG]; override fields with "
-      "--config.SECTION.KEY=VALUE.", lock_config=True)
+      "config", None, "Experiment config file, configs/FILE.py[:ARG] (from any directory); "
+      "override fields with --config.SECTION.KEY=VALUE.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, export and "
                       "result.json; an existing one is resumed.")
   flags.mark_flags_as_required(["config", "workdir"])

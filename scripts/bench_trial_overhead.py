@@ -22,9 +22,13 @@ import time
 
 import jax
 
+from jtransfer import configs_path
 from jtransfer.benchmark import harness
-from jtransfer.configs.benchmark import demo
 from jtransfer.train import programs, trainer
+
+# The repository's configs/ package, importable however the script is started.
+DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                    "benchmark", "demo.py")
 
 
 def main() -> None:
@@ -32,6 +36,8 @@ def main() -> None:
   p.add_argument("--variant", default="full_finetune")
   p.add_argument("--rounds", type=int, default=3)
   args = p.parse_args()
+  configs_path.add_package_root(DEMO)
+  from configs.benchmark import demo  # pylint: disable=g-import-not-at-top  (after the path)
   tmp = tempfile.mkdtemp(prefix="trial_overhead_")
   jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -4,7 +4,7 @@
 # line, run once per host with JAX_PROCESS_ID=0..N-1 and a reachable coordinator address, is how a
 # real multi-host job starts (see docs/training.md).
 #
-#   scripts/launch_local_multihost.sh 2 2 --config=jtransfer/configs/finetune_digits.py:runlocal --workdir=/tmp/mh
+#   scripts/launch_local_multihost.sh 2 2 --config=configs/finetune_digits.py:runlocal --workdir=/tmp/mh
 #
 # Process 0 prints the progress and writes metrics/summaries/export; every process reads its own
 # shard of the data and joins every checkpoint save. The others log to WORKDIR/process_<i>.log.

@@ -74,7 +74,7 @@ def test_no_long_functions(folder):
 def test_architecture_doc_paths_exist():
   with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
     text = f.read()
-  paths = set(re.findall(r"`((?:jtransfer|tests|scripts|docs)/[\w/.]+?)`", text))
+  paths = set(re.findall(r"`((?:jtransfer|configs|tests|scripts|docs)/[\w/.<>]*?)`", text))
   assert paths, "no paths found"
   for p in paths:
     if "<" in p:
@@ -127,3 +127,4 @@ def test_no_import_circle():
   for m in sorted(graph):
     if m not in done:
       visit(m)
+

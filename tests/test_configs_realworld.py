@@ -16,7 +16,7 @@ import pytest
 import support as testing
 import tensorflow_datasets as tfds
 
-from jtransfer import data, models, weights
+from jtransfer import configs_path, data, models, weights
 from jtransfer.benchmark import harness
 from jtransfer.train import trainer
 
@@ -45,9 +45,10 @@ VTAB = {
 
 
 def load(path, arg="", *overrides):
-  """As `python -m jtransfer.main --config=jtransfer/configs/PATH[:ARG] [--config.KEY=VALUE ...]` loads it."""
-  spec = os.path.join(ROOT, "jtransfer", "configs", path) + (f":{arg}" if arg else "")
+  """As `python -m jtransfer.main --config=configs/PATH[:ARG] [--config.KEY=VALUE ...]` loads it."""
+  spec = os.path.join(ROOT, "configs", path) + (f":{arg}" if arg else "")
   argv = ["prog", f"--config={spec}", *overrides]
+  configs_path.add_from_argv(argv)
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)

@@ -18,7 +18,7 @@ def _cli(*args, cache_dir=None):
 
 
 def test_unknown_config_key_is_an_error_naming_it(tmp_path):
-  proc = _cli("--config=jtransfer/configs/finetune_digits.py:runlocal", f"--workdir={tmp_path}",
+  proc = _cli("--config=configs/finetune_digits.py:runlocal", f"--workdir={tmp_path}",
               "--config.train.num_step=5")
   assert proc.returncode != 0
   assert "num_step" in proc.stderr
@@ -28,7 +28,7 @@ def test_unknown_config_key_is_an_error_naming_it(tmp_path):
 @pytest.mark.slow
 def test_cli_fine_tunes_on_uci_digits(tmp_path):
   workdir = tmp_path / "run"
-  args = ("--config=jtransfer/configs/finetune_digits.py:runlocal", f"--workdir={workdir}",
+  args = ("--config=configs/finetune_digits.py:runlocal", f"--workdir={workdir}",
           "--config.train.num_steps=4", "--config.train.eval_every=4", "--config.train.ckpt_every=2",
           "--config.data.eval_batch_size=450")
   first = _cli(*args)

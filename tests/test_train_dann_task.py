@@ -1,7 +1,7 @@
 """config.adapt through the one trainer: DANN with a label-free target stream, the real offline
 MNIST-5k → UCI digits config for 2 steps, and the config's errors."""
 
-import importlib.util
+import importlib
 import os
 
 import numpy as np
@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 import support as testing
 
-from jtransfer import models, optim, weights
+from jtransfer import configs_path, models, optim, weights
 from jtransfer.tasks import dann
 from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate, inputs, parallel, trainer, writers
@@ -24,10 +24,9 @@ def _compile_once(tmp_path_factory):
 
 
 def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "jtransfer", "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  path = os.path.join(ROOT, "configs", f"{name}.py")
+  configs_path.add_package_root(path)  # the repository's configs/ importable, as the CLI makes it
+  return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 class _LabelFreeTarget:
@@ -105,7 +104,7 @@ def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(
 
 
 def test_real_config_parses_and_runs_two_steps(tmp_path):
-  """jtransfer/configs/dann_mnist_to_digits.py with the offline MNIST-5k and UCI digits, shrunk."""
+  """configs/dann_mnist_to_digits.py with the offline MNIST-5k and UCI digits, shrunk."""
   for arg in ("dann", "source_only", "source_only,runlocal"):
     _load_config("dann_mnist_to_digits", arg)
   with pytest.raises(ValueError, match="conflicting"):

@@ -1,4 +1,4 @@
-"""python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]
+"""python -m jtransfer.benchmark --config=configs/benchmark/FILE.py[:ARG] --workdir=DIR [--config.KEY=V]
 
 [--compilation_cache=DIR]: JAX's persistent compilation cache (default DIR/jax_cache).
 """
@@ -9,6 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jtransfer import configs_path
 from jtransfer.cpu import hostmem
 
 
@@ -32,7 +33,10 @@ def main(argv):
 
 def cli():
   """The command line; flags are defined here, not at import, so importing this module is free."""
-  config_flags.DEFINE_config_file("config", None, "Benchmark config file.", lock_config=True)
+  configs_path.add_from_argv(sys.argv)  # before absl loads the file: its `import configs` works
+  config_flags.DEFINE_config_file("config", None, "Benchmark config file, "
+                                  "configs/benchmark/FILE.py[:ARG] (from any directory).",
+                                  lock_config=True)
   flags.DEFINE_string("workdir", None, "Where runs, caches and results go.")
   flags.DEFINE_string("compilation_cache", "", "JAX's persistent compilation cache directory "
                       "(default WORKDIR/jax_cache); benchmarks of the same programs can share one.")

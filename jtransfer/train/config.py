@@ -9,7 +9,7 @@
 Sections: ``model``, ``data`` (= ``data.get_config()``), ``optim`` (= ``optim.get_config()``),
 ``freezing`` (= ``optim.get_freezing_config()``: param rules, BatchNorm mode, L2-SP), ``loss``
 (incl. the L1/L2 penalties), ``adapt`` (domain adaptation: source-only, DANN) and ``train``.
-Experiment files in ``jtransfer/configs/`` start from this and change what they need.
+Experiment files in ``configs/`` start from this and change what they need.
 """
 
 from __future__ import annotations

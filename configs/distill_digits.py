@@ -1,10 +1,10 @@
 """Distil a fine-tuned digits classifier into a 4× narrower ResNet-18 (Hinton et al. 2015).
 
     # 1. The teacher (any arch; its export's model.json names it):
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py --workdir=workdirs/finetune_digits
+    python -m jtransfer.main --config=configs/finetune_digits.py --workdir=workdirs/finetune_digits
     # 2. The student:
-    python -m jtransfer.main --config=jtransfer/configs/distill_digits.py --workdir=workdirs/distill_digits
-    python -m jtransfer.main --config=jtransfer/configs/distill_digits.py:runlocal --workdir=/tmp/distill \
+    python -m jtransfer.main --config=configs/distill_digits.py --workdir=workdirs/distill_digits
+    python -m jtransfer.main --config=configs/distill_digits.py:runlocal --workdir=/tmp/distill \
         --config.loss.distill.teacher=workdirs/finetune_digits/export
 
 Loss: alpha·CE(labels) + (1 − alpha)·T²·KL(teacher_T ‖ student_T), the teacher run in inference mode
@@ -15,7 +15,7 @@ Runtime on this 2-core CPU: about 30 s (runlocal: ~15 s). Expected eval top-1: ~
 teacher's ~0.97 with a quarter of its width.
 """
 
-from jtransfer.configs import finetune_digits
+from configs import finetune_digits
 
 
 def get_config(arg=None):

@@ -1,20 +1,20 @@
 """Fine-tune a converted torchvision ResNet-50 on one VTAB-1k task (Zhai et al. 2019), BiT's way.
 
-    # Weights, once (see jtransfer/configs/cifar10_r50.py):
+    # Weights, once (see configs/cifar10_r50.py):
     python -m jtransfer.convert --arch resnet50 --src resnet50-0676ba61.pth --out weights/resnet50
     # Data, once per task, on a machine with network (copy the directory over if this one has none):
     tfds build dtd --data_dir=$HOME/tfds          # the TFDS name of the task: TASKS below
-    python -m jtransfer.main --config=jtransfer/configs/vtab1k_r50.py:dtd --workdir=workdirs/vtab_dtd \
+    python -m jtransfer.main --config=configs/vtab1k_r50.py:dtd --workdir=workdirs/vtab_dtd \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/vtab1k_r50.py:cifar100 --workdir=workdirs/vtab_c100 \
+    python -m jtransfer.main --config=configs/vtab1k_r50.py:cifar100 --workdir=workdirs/vtab_c100 \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/vtab1k_r50.py:dtd,val200 --workdir=... # tune on val200
-    python -m jtransfer.main --config=jtransfer/configs/vtab1k_r50.py:dtd,runlocal --workdir=/tmp/v \
+    python -m jtransfer.main --config=configs/vtab1k_r50.py:dtd,val200 --workdir=... # tune on val200
+    python -m jtransfer.main --config=configs/vtab1k_r50.py:dtd,runlocal --workdir=/tmp/v \
         --config.data.data_dir=$HOME/tfds                                  # 10-step smoke run
     # All tasks in TASKS:
     for t in caltech101 cifar100 dtd flowers102 pets sun397 svhn camelyon eurosat resisc45 \
              retinopathy dmlab; do
-      python -m jtransfer.main --config=jtransfer/configs/vtab1k_r50.py:$t --workdir=workdirs/vtab_$t \
+      python -m jtransfer.main --config=configs/vtab1k_r50.py:$t --workdir=workdirs/vtab_$t \
           --config.data.data_dir=$HOME/tfds; done
 
 ``arg`` is a comma-separated set of: a task of ``TASKS`` (default ``cifar100``), ``val200``
@@ -53,10 +53,10 @@ BiT paper's or VTAB's tables, expecting this ImageNet-1k ResNet-50 to score LOWE
 
 import collections
 
-from jtransfer.configs import common
+from configs import common
 from jtransfer.train import config as train_config
 
-WEIGHTS = "weights/resnet50"  # see jtransfer/configs/cifar10_r50.py; --config.model.init=... to change
+WEIGHTS = "weights/resnet50"  # see configs/cifar10_r50.py; --config.model.init=... to change
 BASE_LR = 0.003  # BiT-HyperRule's learning rate at batch 512.
 BATCH = 512
 

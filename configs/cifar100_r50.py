@@ -1,19 +1,19 @@
-"""Fine-tune a converted torchvision ResNet-50 on CIFAR-100: jtransfer/configs/cifar10_r50.py's recipe.
+"""Fine-tune a converted torchvision ResNet-50 on CIFAR-100: configs/cifar10_r50.py's recipe.
 
-    # Weights, once (see jtransfer/configs/cifar10_r50.py):
+    # Weights, once (see configs/cifar10_r50.py):
     python -m jtransfer.convert --arch resnet50 --src resnet50-0676ba61.pth --out weights/resnet50
     # Data, once, on a machine with network (copy the directory over if this one has none):
     tfds build cifar100 --data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar100_r50.py --workdir=workdirs/c100_r50 \
+    python -m jtransfer.main --config=configs/cifar100_r50.py --workdir=workdirs/c100_r50 \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar100_r50.py:linear_probe --workdir=workdirs/c100_r50_lp \
+    python -m jtransfer.main --config=configs/cifar100_r50.py:linear_probe --workdir=workdirs/c100_r50_lp \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar100_r50.py:5shot --workdir=workdirs/c100_r50_5shot \
+    python -m jtransfer.main --config=configs/cifar100_r50.py:5shot --workdir=workdirs/c100_r50_5shot \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar100_r50.py:runlocal --workdir=/tmp/c100_r50 \
+    python -m jtransfer.main --config=configs/cifar100_r50.py:runlocal --workdir=/tmp/c100_r50 \
         --config.data.data_dir=$HOME/tfds                                    # 10-step smoke run
 
-Everything is as in jtransfer/configs/cifar10_r50.py (same args: ``full``, ``linear_probe``, ``Nshot``,
+Everything is as in configs/cifar10_r50.py (same args: ``full``, ``linear_probe``, ``Nshot``,
 ``res224``, ``runlocal``; the same BiT-HyperRule schedule, resolution and preprocessing): CIFAR-100
 also has 50,000 32×32 training images, so BiT's rule picks the same 10,000-step schedule with
 mixup. Only the data set, and with it a 100-way head, differ. 5-shot is 500 examples: BiT's
@@ -29,10 +29,10 @@ expectation, a guess that no run here has confirmed: roughly 80–85 % full fine
 linear probe. No 5-shot CIFAR-100 number for BiT-M-R50x1 is quoted here.
 """
 
-from jtransfer.configs import cifar10_r50
+from configs import cifar10_r50
 
 
 def get_config(arg=None):
-  """``arg``: as jtransfer/configs/cifar10_r50.py (``full``, ``linear_probe``, ``5shot``, ``res224``,
+  """``arg``: as configs/cifar10_r50.py (``full``, ``linear_probe``, ``5shot``, ``res224``,
   ``runlocal``, comma-separated)."""
   return cifar10_r50.build("cifar100", num_classes=100, arg=arg)

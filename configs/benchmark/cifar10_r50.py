@@ -1,13 +1,13 @@
 """CIFAR-10 from a converted torchvision ResNet-50: five transfer variants × 1–all shots × 3 seeds.
 
-    # Weights and data as in jtransfer/configs/cifar10_r50.py (convert once, `tfds build cifar10` once), then:
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/cifar10_r50.py --workdir=workdirs/bench_c10_r50 \
+    # Weights and data as in configs/cifar10_r50.py (convert once, `tfds build cifar10` once), then:
+    python -m jtransfer.benchmark --config=configs/benchmark/cifar10_r50.py --workdir=workdirs/bench_c10_r50 \
         --config.base.data.data_dir=$HOME/tfds --config.base.model.init=weights/resnet50
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/cifar10_r50.py:quick --workdir=/tmp/bq \
+    python -m jtransfer.benchmark --config=configs/benchmark/cifar10_r50.py:quick --workdir=/tmp/bq \
         --config.base.data.data_dir=$HOME/tfds       # 1 seed, 5 shots and all: a first look
 
 No pretraining step: every pretrained cell starts from ``base.model.init`` (the converted
-weights). Each cell is jtransfer/configs/cifar10_r50.py's full-data experiment (BiT-HyperRule: 160 → 128 px,
+weights). Each cell is configs/cifar10_r50.py's full-data experiment (BiT-HyperRule: 160 → 128 px,
 SGD momentum, lr 0.003, 10,000 steps with mixup 0.1 for all 50,000 images) with, for 1/5/10/25
 examples per class, BiT's small-data schedule (500 steps, warmup 100, decays at 200/300/400, no
 mixup), taken from that file's ``Nshot`` config. The seed picks the few-shot examples, the new
@@ -40,11 +40,11 @@ flip) at few shots, and LP-FT is at least as good as fine-tuning.
 
 from ml_collections import config_dict
 
+from configs import cifar10_r50
 from jtransfer import optim
 from jtransfer.benchmark.harness import variant as _variant
-from jtransfer.configs import cifar10_r50
 
-# What BiT-HyperRule changes for fewer than 20,000 examples, read from jtransfer/configs/cifar10_r50.py.
+# What BiT-HyperRule changes for fewer than 20,000 examples, read from configs/cifar10_r50.py.
 FEWSHOT_KEYS = ("train.num_steps", "optim.warmup_steps", "optim.decay_boundaries",
                 "data.mixup_alpha")
 

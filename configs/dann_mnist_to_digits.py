@@ -1,11 +1,11 @@
 """Domain adaptation MNIST-5k (labeled) → UCI digits (unlabeled): DANN, or its source-only baseline.
 
-    python -m jtransfer.main --config=jtransfer/configs/dann_mnist_to_digits.py --workdir=workdirs/dann_run
-    python -m jtransfer.main --config=jtransfer/configs/dann_mnist_to_digits.py:source_only --workdir=workdirs/so_run
-    python -m jtransfer.main --config=jtransfer/configs/dann_mnist_to_digits.py:runlocal --workdir=/tmp/d  # ~35 s
-    python -m jtransfer.main --config=jtransfer/configs/dann_mnist_to_digits.py:source_only,runlocal --workdir=/tmp/s
+    python -m jtransfer.main --config=configs/dann_mnist_to_digits.py --workdir=workdirs/dann_run
+    python -m jtransfer.main --config=configs/dann_mnist_to_digits.py:source_only --workdir=workdirs/so_run
+    python -m jtransfer.main --config=configs/dann_mnist_to_digits.py:runlocal --workdir=/tmp/d  # ~35 s
+    python -m jtransfer.main --config=configs/dann_mnist_to_digits.py:source_only,runlocal --workdir=/tmp/s
 
-Both train the narrow small-stem ResNet-18 of jtransfer/configs/pretrain_mnist5k.py (base_planes=16, 16×16
+Both train the narrow small-stem ResNet-18 of configs/pretrain_mnist5k.py (base_planes=16, 16×16
 RGB) from scratch on MNIST-5k's labeled train split and are evaluated on UCI digits' test split
 (450 images); no UCI digits label reaches training. 'dann' (Ganin & Lempitsky 2015) also feeds
 UCI digits' train images (images only) through a gradient reversal layer to a 256-unit domain
@@ -13,11 +13,11 @@ classifier, with λ on the paper's schedule 2/(1+exp(−10p))−1. The domain he
 
 Here (2 CPU cores): source-only ~40 s, DANN ~65 s unloaded (each DANN step runs source and
 target images), up to twice that when other jobs share the cores; runlocal ~35 s. Expected, from
-jtransfer/configs/benchmark/dann.py (3 seeds, docs/adapt.md), UCI digits test top-1: source-only
+configs/benchmark/dann.py (3 seeds, docs/adapt.md), UCI digits test top-1: source-only
 34.8 ± 9.9 %, DANN 59.5 ± 19.8 % — the seeds spread widely, so compare means, not single runs.
 """
 
-from jtransfer.configs import common
+from configs import common
 from jtransfer.train import config as train_config
 
 

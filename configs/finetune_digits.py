@@ -1,12 +1,12 @@
 """Fine-tune a narrow small-stem ResNet-18 on UCI digits: random init, or from a weights file.
 
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py --workdir=workdirs/finetune_digits
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:runlocal --workdir=/tmp/digits
-    # From the MNIST-5k pretraining (jtransfer/configs/pretrain_mnist5k.py); the new head is re-initialised:
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py --workdir=workdirs/digits_ft \
+    python -m jtransfer.main --config=configs/finetune_digits.py --workdir=workdirs/finetune_digits
+    python -m jtransfer.main --config=configs/finetune_digits.py:runlocal --workdir=/tmp/digits
+    # From the MNIST-5k pretraining (configs/pretrain_mnist5k.py); the new head is re-initialised:
+    python -m jtransfer.main --config=configs/finetune_digits.py --workdir=workdirs/digits_ft \
         --config.model.init=workdirs/pretrain_mnist5k/export
     # Linear probe of the same weights:
-    python -m jtransfer.main --config=jtransfer/configs/finetune_digits.py:linear_probe --workdir=... \
+    python -m jtransfer.main --config=configs/finetune_digits.py:linear_probe --workdir=... \
         --config.model.init=workdirs/pretrain_mnist5k/export
 
 UCI digits (1,797 8×8 grey digits from scikit-learn, prepared offline as a TFDS dataset), upsampled
@@ -20,8 +20,8 @@ Runtime on this 2-core CPU: about 1.5 min (runlocal: ~20 s, mostly compilation).
 eval top-1: ~0.97 from random init (runlocal: anything, it trains 10 steps).
 """
 
+from configs import common
 from jtransfer import optim
-from jtransfer.configs import common
 from jtransfer.train import config as train_config
 
 

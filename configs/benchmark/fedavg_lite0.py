@@ -1,9 +1,9 @@
 """FedAvg (McMahan et al. 2017) against centralised fine-tuning on the same examples, from the real
 ImageNet EfficientNet-Lite0 weights to UCI digits.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/fedavg_lite0.py --workdir=workdirs/fedavg
+    python -m jtransfer.benchmark --config=configs/benchmark/fedavg_lite0.py --workdir=workdirs/fedavg
 
-The demo's model, data, recipe and protocol (jtransfer/configs/benchmark/demo.py: 32 px, adamw,
+The demo's model, data, recipe and protocol (configs/benchmark/demo.py: 32 px, adamw,
 lr 3e-4 with the head at 30x, BatchNorms on running statistics, 12 steps of batch 16), at 5 and
 all examples per class, 3 seeds. Every variant sees the same 192 examples: centralised runs 12
 steps of 16; FedAvg runs 4 rounds of 3 local steps of 4 examples on each of 4 clients
@@ -20,8 +20,8 @@ per class (mean over 3 seeds): full centralised 67.5 / 50.4, FedAvg IID 50.9 / 4
 
 from ml_collections import config_dict
 
+from configs.benchmark import demo
 from jtransfer.benchmark.harness import variant
-from jtransfer.configs.benchmark import demo
 
 
 def get_config(arg=None):

@@ -1,9 +1,9 @@
 """The demo (`make demo`): ImageNet EfficientNet-Lite0 → UCI digits, every transfer variant, 3 seeds.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py:mnist --workdir=workdirs/demo_mnist
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py:resnet --workdir=workdirs/demo_resnet
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py:quick --workdir=/tmp/q   # smoke
+    python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
+    python -m jtransfer.benchmark --config=configs/benchmark/demo.py:mnist --workdir=workdirs/demo_mnist
+    python -m jtransfer.benchmark --config=configs/benchmark/demo.py:resnet --workdir=workdirs/demo_resnet
+    python -m jtransfer.benchmark --config=configs/benchmark/demo.py:quick --workdir=/tmp/q   # smoke
 
 Args (comma-separated): '' (default) the real ImageNet EfficientNet-Lite0 weights
 (`model.init = "pkg:efficientnet_lite0"`, the pip package's checkpoint, converted on load) moved
@@ -27,9 +27,9 @@ surgical fine-tuning depends on the shift (Lee et al. 2023).
 
 from ml_collections import config_dict
 
+from configs import pretrain_mnist5k
 from jtransfer import optim
 from jtransfer.benchmark.harness import variant as _variant
-from jtransfer.configs import pretrain_mnist5k
 from jtransfer.train import config as train_config
 
 ARGS = ("quick", "mnist", "resnet")

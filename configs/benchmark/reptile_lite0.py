@@ -1,7 +1,7 @@
 """Meta-learned start (Reptile, Nichol et al. 2018) against the plain ImageNet start and a
 supervised intermediate start, from the real EfficientNet-Lite0 weights to UCI digits.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/reptile_lite0.py --workdir=workdirs/reptile
+    python -m jtransfer.benchmark --config=configs/benchmark/reptile_lite0.py --workdir=workdirs/reptile
 
 Two starts are made once from the ImageNet weights on MNIST-5k train (the source; the target's
 splits are never read, ``jtransfer/benchmark/starts.py``), with the demo's model, freezing and
@@ -30,9 +30,9 @@ Intervals, OOD and reading: docs/transfer_forms.md.
 
 from ml_collections import config_dict
 
+from configs.benchmark import demo
 from jtransfer.benchmark import starts
 from jtransfer.benchmark.harness import variant
-from jtransfer.configs.benchmark import demo
 
 META_STEPS = 40
 REPTILE = {"ways": 5, "shots": 5, "meta_batch": 4, "inner_steps": 5, "meta_steps": META_STEPS}

@@ -1,7 +1,7 @@
 """Zero-shot to unseen digits on real ImageNet EfficientNet-Lite0 features (ESZSL, Romera-Paredes &
 Torr 2015), beside a supervised ridge probe on the same features.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/zeroshot_lite0.py --workdir=workdirs/zeroshot
+    python -m jtransfer.benchmark --config=configs/benchmark/zeroshot_lite0.py --workdir=workdirs/zeroshot
 
 The demo's model, data and preprocessing (Lite0 `pkg:efficientnet_lite0`, UCI digits at 32 px,
 pool = first 80 % of train). `zeroshot`: per seed the ten digits are cut into 3 disjoint unseen
@@ -17,7 +17,7 @@ ZSL seen 70.4 %, unseen 4.6 %, H 8.1 %. Ridge on the same features, all classes 
 Reading: docs/transfer_forms.md.
 """
 
-from jtransfer.configs.benchmark import demo
+from configs.benchmark import demo
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 """Pieces the experiment configs share (big_vision's ``configs/common.py``).
 
-    from jtransfer.configs import common
+    from configs import common
     config = common.digits_resnet(train_config.get_base_config(), "uci_digits", warmup_steps=30)
     common.runlocal(config)        # seconds instead of minutes: 10 steps of batch 16
 """

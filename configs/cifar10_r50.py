@@ -9,13 +9,13 @@ weights; neither is downloaded at run time.
     # 2. Data (once), on a machine with network; copy the directory over if this one has none:
     tfds build cifar10 --data_dir=$HOME/tfds
     # 3. Runs (each resumes when run again):
-    python -m jtransfer.main --config=jtransfer/configs/cifar10_r50.py --workdir=workdirs/c10_r50 \
+    python -m jtransfer.main --config=configs/cifar10_r50.py --workdir=workdirs/c10_r50 \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar10_r50.py:linear_probe --workdir=workdirs/c10_r50_lp \
+    python -m jtransfer.main --config=configs/cifar10_r50.py:linear_probe --workdir=workdirs/c10_r50_lp \
         --config.data.data_dir=$HOME/tfds
-    python -m jtransfer.main --config=jtransfer/configs/cifar10_r50.py:5shot --workdir=workdirs/c10_r50_5shot \
+    python -m jtransfer.main --config=configs/cifar10_r50.py:5shot --workdir=workdirs/c10_r50_5shot \
         --config.data.data_dir=$HOME/tfds --config.data.fewshot_seed=0
-    python -m jtransfer.main --config=jtransfer/configs/cifar10_r50.py:runlocal --workdir=/tmp/c10_r50 \
+    python -m jtransfer.main --config=configs/cifar10_r50.py:runlocal --workdir=/tmp/c10_r50 \
         --config.data.data_dir=$HOME/tfds                                   # 10-step smoke run
     # Other weights: --config.model.init=DIR (a converted dir, a run's export/, or a .pth file).
 
@@ -62,8 +62,8 @@ and 5-shot far below 82.4 % with a spread of several points across ``fewshot_see
 
 import re
 
+from configs import common
 from jtransfer import optim
-from jtransfer.configs import common
 from jtransfer.train import config as train_config
 
 # `python -m jtransfer.convert --arch resnet50 --src resnet50-*.pth --out weights/resnet50`; relative
@@ -117,7 +117,7 @@ def get_config(arg=None):
 
 
 def build(dataset, *, num_classes, arg=None):
-  """The recipe on a 50,000-image 32-px TFDS data set (jtransfer/configs/cifar100_r50.py uses it too)."""
+  """The recipe on a 50,000-image 32-px TFDS data set (configs/cifar100_r50.py uses it too)."""
   mode, shots, flags = parse_arg(arg)
   config = train_config.get_base_config()
 

@@ -1,9 +1,9 @@
 """Domain adaptation benchmark: MNIST-5k (labeled) → UCI digits (unlabeled), source-only vs DANN.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/dann.py --workdir=workdirs/dann
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/dann.py:quick --workdir=/tmp/dq  # 1 seed
+    python -m jtransfer.benchmark --config=configs/benchmark/dann.py --workdir=workdirs/dann
+    python -m jtransfer.benchmark --config=configs/benchmark/dann.py:quick --workdir=/tmp/dq  # 1 seed
 
-Each cell trains jtransfer/configs/dann_mnist_to_digits.py from scratch (no pretraining) on MNIST-5k's
+Each cell trains configs/dann_mnist_to_digits.py from scratch (no pretraining) on MNIST-5k's
 labeled train split and evaluates on UCI digits' test split; the cell's dataset ('uci_digits') is
 the TARGET, and the variants set `data.dataset='mnist5k'` (the source) after the harness has put
 the cell's dataset there. `dann` also sees UCI digits' train images, never their labels.
@@ -16,8 +16,8 @@ source-only 34.8 ± 9.9 %, DANN 59.5 ± 19.8 %.
 
 from ml_collections import config_dict
 
+from configs import dann_mnist_to_digits
 from jtransfer.benchmark.harness import variant
-from jtransfer.configs import dann_mnist_to_digits
 
 
 def _variant(method):

@@ -1,0 +1,1 @@
+"""Benchmark grids: ``python -m jtransfer.benchmark --config=configs/benchmark/FILE.py[:ARG]``."""
