@@ -128,3 +128,7 @@ def test_no_import_circle():
     if m not in done:
       visit(m)
 
+
+def test_no_benchmark_module_over_300_lines():
+  for path, text in _sources("benchmark"):
+    assert len(text.splitlines()) <= 300, f"{path} has {len(text.splitlines())} lines"

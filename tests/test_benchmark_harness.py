@@ -11,6 +11,7 @@ import support
 from jtransfer import optim
 from jtransfer import workdir as wd
 from jtransfer.benchmark import compiles, harness
+from jtransfer.benchmark.kinds import trained
 from jtransfer.train import programs
 
 
@@ -166,7 +167,7 @@ def test_each_cell_records_its_compiles_and_a_later_seed_reuses_the_programs(fin
 def test_costing_a_finished_run_reuses_its_compiled_step(finished):
   _, rows = finished
   row = {r["cell"]: r for r in rows}["uci_digits/full_finetune/shots-2/seed-0"]
-  cfg = harness._run_config(row["run_dir"])
+  cfg = trained.run_config(row["run_dir"])
   with compiles.Meter() as meter:  # a new CostMeter: nothing memoised
     c = harness.CostMeter().train(cfg, row["run_dir"], cfg.train.num_steps)
   assert meter.summary()["programs"] == 0, meter.summary()  # was one more compile per program

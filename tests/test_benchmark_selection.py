@@ -13,7 +13,7 @@ import pytest
 import support
 
 from jtransfer import data, models, optim, weights
-from jtransfer.benchmark import harness
+from jtransfer.benchmark import harness, kinds
 from jtransfer.data import sources
 
 SHIFT = ("gaussian_noise", 3)
@@ -141,7 +141,7 @@ def test_selection_never_reads_the_test_split(finished, pretrained, tmp_path, mo
   workdir, rows = finished
   opened = []
   phase = {"test": False}
-  original_open, original_test = sources.open_split, harness._test
+  original_open = sources.open_split
 
   def open_split(cfg, split=None, *, train=False):
     s = original_open(cfg, split, train=train)
@@ -153,15 +153,18 @@ def test_selection_never_reads_the_test_split(finished, pretrained, tmp_path, mo
     shuffle = lambda ex: {"image": ex["image"], "label": (ex["label"] + 1) % 10}
     return dataclasses.replace(s, _read_local=lambda p, c: read(p, c).map(shuffle))
 
-  def test_phase(*args, **kwargs):
-    phase["test"] = True
-    try:
-      return original_test(*args, **kwargs)
-    finally:
-      phase["test"] = False
+  def test_phase(original_test):  # every kind's evaluation of its chosen point
+    def wrapped(*args, **kwargs):
+      phase["test"] = True
+      try:
+        return original_test(*args, **kwargs)
+      finally:
+        phase["test"] = False
+    return wrapped
 
   monkeypatch.setattr(sources, "open_split", open_split)
-  monkeypatch.setattr(harness, "_test", test_phase)
+  for kind in kinds.KINDS.values():
+    monkeypatch.setattr(kind, "test", test_phase(kind.test))
   shuffled = _run(_config(pretrained), str(tmp_path))
   assert [o for o in opened if o[0] == "test"] and all(in_test for name, in_test in opened
                                                        if name == "test")

@@ -7,7 +7,7 @@ The demo's model, data, recipe and protocol (configs/benchmark/demo.py: 32 px, a
 lr 3e-4 with the head at 30x, BatchNorms on running statistics, 12 steps of batch 16), at 5 and
 all examples per class, 3 seeds. Every variant sees the same 192 examples: centralised runs 12
 steps of 16; FedAvg runs 4 rounds of 3 local steps of 4 examples on each of 4 clients
-(``jtransfer/benchmark/fedavg.py``), IID or label-skewed (Dirichlet α = 0.1). No augmentation
+(``jtransfer/benchmark/kinds/fedavg.py``), IID or label-skewed (Dirichlet α = 0.1). No augmentation
 anywhere (FedAvg's clients read eval-preprocessed arrays, so the centralised runs do too). Head
 only, last two stages, full. ``bytes_per_round`` in results.jsonl is what the clients send.
 

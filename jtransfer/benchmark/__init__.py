@@ -1,5 +1,5 @@
 """The benchmark harness: variants × datasets × shots × seeds over the one trainer, and its report.
 
-    python -m jtransfer.benchmark --config=jtransfer/configs/benchmark/demo.py --workdir=workdirs/demo
+    python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
     from jtransfer.benchmark import harness; rows = harness.run(config, "workdirs/demo")
 """

@@ -23,10 +23,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jtransfer import models
-from jtransfer.train import fields
-
-__all__ = ["count_params", "program_key", "step_cost", "train_gflops"]
+from jtransfer import models, optim, tasks
+from jtransfer.train import fields, inputs, trainer
 
 
 def _first_dict(cost: Any) -> dict | None:
@@ -128,3 +126,96 @@ def train_gflops(step_flops: float | None, steps: int, extract_flops: float = 0.
     raise ValueError(f"flops must be >= 0, got step_flops={step_flops!r}, "
                      f"extract_flops={extract_flops!r}")
   return (float(step_flops) * int(steps) + float(extract_flops)) / 1e9
+
+
+def xla_convs(model_cfg):
+  """``model_cfg`` with XLA's convolutions: ``cost_analysis`` sees no FLOPs inside a custom call
+  (the oneDNN ones, ``conv_impl='onednn'``/'auto'), and every formulation does the same
+  arithmetic, so costs are counted on this twin."""
+  if model_cfg.get("conv_impl", "xla") in ("xla", "matmul"):
+    return model_cfg
+  model_cfg = model_cfg.copy_and_resolve_references()
+  with model_cfg.unlocked():
+    model_cfg.conv_impl = "xla"
+  return model_cfg
+
+
+class CostMeter:
+  """Per-program step costs, memoised (seeds and shots reuse one program)."""
+
+  def __init__(self):
+    self._train: dict[str, dict] = {}
+    self._forward: dict[str, dict] = {}
+
+  def train(self, cfg, run_dir: str, steps: int) -> dict:
+    """``{trainable_params, step_gflops, train_gflops, peak_bytes}`` of a finished run.
+
+    The steps are rebuilt as the trainer builds them (``trainer.setup``, ``Phases.at``: the
+    same shared ``jax.jit`` functions) and lowered on abstract state and batch with the trainer's
+    shardings, so jit's caches return the trainer's trace and executable (no compile; a
+    oneDNN-convolution model is costed on its XLA-convolution twin, ``xla_convs``, which does).
+    """
+    key = program_key(cfg)
+    if key not in self._train:
+      model_cfg = xla_convs(cfg.model)
+      if model_cfg is not cfg.model:
+        cfg = cfg.copy_and_resolve_references()
+        with cfg.unlocked():
+          cfg.model = model_cfg
+      task = tasks.from_config(cfg)
+      run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
+      shape = run.source.info.image_shape
+      b = run.source.batch_size
+      # The shardings the trainer's arguments carry: the same avals, so jax.jit's caches hand
+      # back the trainer's own trace, lowering and executable (no retrace, no second compile).
+      on_mesh = getattr(run.par, "batch_sharding", None)
+      batch = {"image": jax.ShapeDtypeStruct((b, *shape), np.float32, sharding=on_mesh),
+               "label": jax.ShapeDtypeStruct((b,), np.int32, sharding=on_mesh)}
+      if cfg.data.get("mixup_alpha", 0) > 0:
+        batch["soft_label"] = jax.ShapeDtypeStruct((b, run.num_classes), np.float32,
+                                                   sharding=on_mesh)
+      per_phase = []
+      for i, phase in enumerate(run.phases.phases):
+        ph = run.phases.at(i)
+        state = jax.eval_shape(lambda ph=ph: trainer.create_state(run.variables, ph.tx,
+                                                                  ema=run.use_ema))
+        if on_mesh is not None:
+          state = jax.tree.map(
+              lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s,
+                                                weak_type=x.weak_type),
+              state, run.par.state_sharding(state))
+        c = step_cost(ph.step.lower(state, batch, run.extra))
+        labels = optim.label_params(run.variables["params"], phase.param_rules)
+        trainable = count_params(run.variables["params"], mask=optim.trainable_mask(labels))
+        per_phase.append({"start": phase.start_step, "flops": c["flops"],
+                          "peak_bytes": c["peak_bytes"], "trainable": trainable})
+      self._train[key] = {"phases": per_phase}
+    phases = self._train[key]["phases"]
+    total, known = 0.0, True
+    for i, ph in enumerate(phases):
+      stop = phases[i + 1]["start"] if i + 1 < len(phases) else steps
+      n = max(0, min(stop, steps) - ph["start"])
+      g = train_gflops(ph["flops"], n)
+      known &= g is not None
+      total += g or 0.0
+    peaks = [p["peak_bytes"] for p in phases if p["peak_bytes"] is not None]
+    return {"trainable_params": max(p["trainable"] for p in phases),
+            "train_gflops": total if known else None,
+            "peak_bytes": max(peaks) if peaks else None}
+
+  def forward(self, model_cfg, data_cfg, batch: int) -> dict:
+    """``{flops_per_example, peak_bytes}`` of the feature extractor's compiled forward pass."""
+    shape = inputs.from_config(data_cfg).info.image_shape
+    key = json.dumps([model_cfg.arch, models.options_of(model_cfg), shape, batch], default=str)
+    if key not in self._forward:
+      model = models.from_config(xla_convs(model_cfg), num_classes=None)
+      variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                    np.zeros((1, *shape), np.float32)))
+      fn = jax.jit(lambda v, x: model.apply(v, x)[1]["pre_logits"])
+      c = step_cost(fn.lower(variables, jax.ShapeDtypeStruct((batch, *shape), np.float32)))
+      self._forward[key] = {"flops_per_example": None if c["flops"] is None else c["flops"] / batch,
+                            "peak_bytes": c["peak_bytes"]}
+    return self._forward[key]
+
+
+__all__ = ["CostMeter", "count_params", "program_key", "step_cost", "train_gflops"]

@@ -9,7 +9,7 @@ chosen hyper-parameters, val/test/OOD top-1, cost), ``summary.csv`` (one row per
 variant × shots), ``results.md`` (tables: test top-1 with intervals and the best marked, spread,
 OOD, cost, selection), ``comparisons.md`` (each variant vs the reference, paired over seeds),
 ``results.png`` (top-1 vs examples per class), ``cost.png`` (top-1 vs training GFLOPs) and
-``ood.png`` (in- vs out-of-distribution top-1).
+``ood.png`` (in- vs out-of-distribution top-1; the plots are drawn by ``plots.py``).
 
 A result row is a dict with at least ``dataset``, ``variant``, ``shots`` (int, or "all"),
 ``seed``, ``accuracy`` (test top-1, 0..1) and ``wall_s``; the harness adds the rest.
@@ -20,18 +20,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 import csv
 import io
-import math
 import os
 from typing import Iterable
 
 import numpy as np
 
 from jtransfer import workdir as wd
-from jtransfer.benchmark import stats
+from jtransfer.benchmark import plots, stats
 from jtransfer.train import writers
 
-__all__ = ["CSV_COLUMNS", "aggregate", "comparisons", "load_results", "markdown", "plot",
-           "plot_cost", "plot_ood", "write_all", "write_csv"]
+__all__ = ["CSV_COLUMNS", "aggregate", "comparisons", "load_results", "markdown", "write_all",
+           "write_csv"]
 
 # results.csv, before one 'ood_<shift>' column per shift (inserted after test_top1).
 CSV_COLUMNS = ("variant", "dataset", "shots", "seed", "kind", "selection", "budget",
@@ -42,10 +41,6 @@ CSV_COLUMNS = ("variant", "dataset", "shots", "seed", "kind", "selection", "budg
 def load_results(path: str) -> list[dict]:
   """The rows of a JSON-lines file (none when it does not exist yet)."""
   return writers.read_jsonl(path) if os.path.exists(path) else []
-
-
-def _shots_key(shots):
-  return math.inf if shots == "all" else int(shots)
 
 
 def _test(r) -> float:
@@ -88,13 +83,13 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
       for shift in _shifts(rs):
         row[f"ood_{shift}"] = _mean(r["ood"].get(shift, None) and r["ood"][shift] * 100 for r in rs)
     out.append(row)
-  return sorted(out, key=lambda r: (r["dataset"], r["variant"], _shots_key(r["shots"])))
+  return sorted(out, key=lambda r: (r["dataset"], r["variant"], plots.shots_key(r["shots"])))
 
 
 def _per_cell_csv(rows: list[dict]) -> list[dict]:
   shifts = _shifts(rows)
   out = []
-  for r in sorted(rows, key=lambda r: (r["dataset"], r["variant"], _shots_key(r["shots"]), r["seed"])):
+  for r in sorted(rows, key=lambda r: (r["dataset"], r["variant"], plots.shots_key(r["shots"]), r["seed"])):
     d = {"variant": r["variant"], "dataset": r["dataset"], "shots": r["shots"], "seed": r["seed"],
          "kind": r.get("kind", ""), "selection": r.get("selection", "fixed"),
          "budget": r.get("budget", 1), "hyperparams": r.get("chosen_id", "default"),
@@ -117,19 +112,6 @@ def write_csv(table: list[dict], path: str) -> None:
   w.writeheader()
   w.writerows(table)
   wd.atomic_write_text(path, buf.getvalue())
-
-
-def _save(fig, path: str) -> None:
-  """``fig`` as a PNG at ``path``, written atomically."""
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=120)
-  wd.atomic_write_bytes(path, buf.getvalue())
-
-
-def _variants(rows, variant_order):
-  present = {r["variant"] for r in rows}
-  out = [v for v in (variant_order or []) if v in present]
-  return out + sorted(present - set(out))
 
 
 def _per_seed(rows, dataset, shots, key) -> dict[str, dict]:
@@ -173,8 +155,8 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
   lines = []
   for dataset in sorted({r["dataset"] for r in table}):
     trs = [r for r in table if r["dataset"] == dataset]
-    shots = sorted({r["shots"] for r in trs}, key=_shots_key)
-    variants = _variants(trs, variant_order)
+    shots = sorted({r["shots"] for r in trs}, key=plots.shots_key)
+    variants = plots.ordered_variants(trs, variant_order)
     seeds = max(r["seeds"] for r in trs)
     cell = {(r["variant"], r["shots"]): r for r in trs}
     head = "| variant | " + " | ".join(f"{s}/class" for s in shots) + " |"
@@ -275,13 +257,13 @@ def comparisons(rows: list[dict], *, reference: str, variant_order: list[str] | 
               else "."), ""]
   for key, title in (("test", "test top-1 (in distribution)"), ("ood", "OOD top-1 (mean over shifts)")):
     for dataset in sorted({r["dataset"] for r in rows}):
-      for shots in sorted({r["shots"] for r in rows if r["dataset"] == dataset}, key=_shots_key):
+      for shots in sorted({r["shots"] for r in rows if r["dataset"] == dataset}, key=plots.shots_key):
         per = _per_seed(rows, dataset, shots, key)
         if reference not in per:
           continue
         lines += [f"## {dataset}, {shots}/class: {title}", "",
                   "| variant | mean diff (pp) | 95 % interval | W/T/L | p |", "|---|---|---|---|---|"]
-        for v in _variants([{"variant": k} for k in per], variant_order):
+        for v in plots.ordered_variants([{"variant": k} for k in per], variant_order):
           if v == reference:
             continue
           c = stats.paired_comparison(per[v], per[reference], level=level)
@@ -289,94 +271,6 @@ def comparisons(rows: list[dict], *, reference: str, variant_order: list[str] | 
                        f"| {c['wins']}/{c['ties']}/{c['losses']} | {c['p_value']:.3g} |")
         lines.append("")
   return "\n".join(lines)
-
-
-def _colors(variants):
-  import matplotlib
-  cmap = matplotlib.colormaps["tab20"]
-  return {v: cmap(i % 20) for i, v in enumerate(variants)}
-
-
-def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -> None:
-  """Top-1 vs examples per class (log axis), one line per variant, 95 % intervals as bars."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  datasets = sorted({r["dataset"] for r in table})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
-  for ax, dataset in zip(axes[0], datasets):
-    rows = [r for r in table if r["dataset"] == dataset]
-    numeric = sorted({r["shots"] for r in rows if r["shots"] != "all"})
-    all_x = (max(numeric) * 4 if numeric else 1)  # 'all' drawn to the right of the largest k
-    variants = _variants(rows, variant_order)
-    colors = _colors(variants)
-    for v in variants:
-      rs = sorted((r for r in rows if r["variant"] == v), key=lambda r: _shots_key(r["shots"]))
-      xs = [all_x if r["shots"] == "all" else r["shots"] for r in rs]
-      ys = [r["acc_mean"] for r in rs]
-      err = [[y - r.get("acc_ci_low", y) for y, r in zip(ys, rs)],
-             [r.get("acc_ci_high", y) - y for y, r in zip(ys, rs)]]
-      ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v, color=colors[v])
-    ax.set_xscale("log")
-    ticks = numeric + ([all_x] if any(r["shots"] == "all" for r in rows) else [])
-    ax.set_xticks(ticks, [str(t) for t in numeric] + (["all"] if len(ticks) > len(numeric) else []))
-    ax.set_xlabel("training examples per class")
-    ax.set_ylabel("test top-1 accuracy (%), 95 % interval over seeds")
-    ax.set_title(dataset)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  _save(fig, path)
-  plt.close(fig)
-
-
-def _scatter(table, path, variant_order, *, x_of, y_of, xlabel, ylabel, logx=False, diagonal=False):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  datasets = sorted({r["dataset"] for r in table})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
-  markers = "os^Dvp*h"
-  for ax, dataset in zip(axes[0], datasets):
-    rows = [r for r in table if r["dataset"] == dataset and x_of(r) is not None
-            and y_of(r) is not None]
-    shots = sorted({r["shots"] for r in rows}, key=_shots_key)
-    variants = _variants(rows, variant_order)
-    colors = _colors(variants)
-    for r in rows:
-      ax.scatter(x_of(r), y_of(r), color=colors[r["variant"]],
-                 marker=markers[shots.index(r["shots"]) % len(markers)], s=40)
-    for v in variants:
-      ax.scatter([], [], color=colors[v], marker="s", label=v)
-    for i, s in enumerate(shots):
-      ax.scatter([], [], color="gray", marker=markers[i % len(markers)], label=f"{s}/class")
-    if logx:
-      ax.set_xscale("log")
-    if diagonal and rows:
-      lo = min(min(x_of(r), y_of(r)) for r in rows)
-      ax.plot([lo, 100], [lo, 100], "k--", lw=0.8, label="OOD = ID")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(dataset)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  _save(fig, path)
-  plt.close(fig)
-
-
-def plot_cost(table, path, variant_order=None) -> None:
-  """Test top-1 vs training GFLOPs of the chosen point (log axis): colour = variant, marker = shots."""
-  _scatter(table, path, variant_order, x_of=lambda r: r.get("train_gflops") or None,
-           y_of=lambda r: r["acc_mean"], xlabel="training GFLOPs (chosen point, log)",
-           ylabel="test top-1 accuracy (%)", logx=True)
-
-
-def plot_ood(table, path, variant_order=None) -> None:
-  """OOD top-1 (mean over shifts) vs in-distribution test top-1, with the diagonal."""
-  _scatter(table, path, variant_order, x_of=lambda r: r["acc_mean"],
-           y_of=lambda r: r.get("ood_mean"), xlabel="in-distribution test top-1 (%)",
-           ylabel="OOD top-1 (%), mean over shifted test sets", diagonal=True)
 
 
 def write_all(rows: list[dict], workdir: str, variant_order: list[str] | None = None, *,
@@ -394,8 +288,8 @@ def write_all(rows: list[dict], workdir: str, variant_order: list[str] | None = 
                          comparisons(rows, reference=reference, variant_order=variant_order,
                                      level=level) + "\n")
   if table:
-    plot(table, os.path.join(workdir, "results.png"), variant_order)
-    plot_cost(table, os.path.join(workdir, "cost.png"), variant_order)
+    plots.plot(table, os.path.join(workdir, "results.png"), variant_order)
+    plots.plot_cost(table, os.path.join(workdir, "cost.png"), variant_order)
     if any(r.get("ood_mean") is not None for r in table):
-      plot_ood(table, os.path.join(workdir, "ood.png"), variant_order)
+      plots.plot_ood(table, os.path.join(workdir, "ood.png"), variant_order)
   return table

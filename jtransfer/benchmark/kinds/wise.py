@@ -1,8 +1,10 @@
-"""WiSE-FT: weight-space ensembles of a start model and its fine-tuned version.
+"""WiSE-FT: weight-space ensembles of a start model and its fine-tuned version, and the
+benchmark's 'wise' kind.
 
-    from jtransfer.benchmark import wise
+    from jtransfer.benchmark.kinds import wise
     mixed = wise.interpolate(pretrained, finetuned, 0.5, head_init=model.init(key, images))
     logits, _ = model.apply(mixed, images, train=False)
+    v.wise_ft = schema.variant("wise", teacher="full_finetune", search={"alpha": (0.5, 1.0)})
 
 θ(α) = (1 - α)·θ0 + α·θ1 for every leaf of the variables (Wortsman et al., "Robust fine-tuning of
 zero-shot models", CVPR 2022): α = 0 is the start model, α = 1 the fine-tuned one, and values in
@@ -19,18 +21,31 @@ Strict: both trees must have the same leaves with the same shapes, and the error
 leaf that differs. The one allowed difference is a leaf that only the fine-tuned tree has (a new
 head on a backbone whose pretraining head was dropped): its θ0 is taken from ``head_init``
 (e.g. the fine-tuned model's initialisation, or a linear-probe head); without it, an error.
+
+The kind ('wise', class ``WiSE``): interpolation between this cell's ``teacher`` fine-tune's start
+point (the exact variables its run started from: pretrained backbone and its seed's fresh head)
+and its export, α a search key; no training, so its cost is the teacher's.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import numbers
+import os
 from typing import Any, Mapping
 
 from flax import traverse_util
 import jax.numpy as jnp
+from ml_collections import config_dict
 import numpy as np
 
-__all__ = ["interpolate"]
+from jtransfer.benchmark import evaluation
+from jtransfer.benchmark.kinds.base import COST_FIELDS, Context, Kind
+from jtransfer.benchmark.kinds.trained import Trained, run_config
+from jtransfer.train import inputs, trainer
+
+__all__ = ["WiSE", "interpolate"]
 
 
 def _flat(tree: Mapping) -> dict[str, Any]:
@@ -99,3 +114,60 @@ def interpolate(start_variables: Mapping, finetuned_variables: Mapping, alpha: f
                + alpha * np.asarray(theta1, compute))
       out[path] = jnp.asarray(mixed.astype(dtype))
   return traverse_util.unflatten_dict(out, sep="/")
+
+
+@functools.lru_cache(maxsize=8)
+def _start_variables(cfg_json: str, num_classes: int) -> dict:
+  """The exact start point of a fine-tune (pretrained backbone + its seed's fresh head)."""
+  cfg = config_dict.ConfigDict(json.loads(cfg_json))
+  model = trainer.build_model(cfg.model, num_classes)
+  shape = inputs.from_config(cfg.data).info.image_shape
+  variables, _ = trainer.init_variables(model, cfg.model, shape, cfg.train.seed)
+  return variables
+
+
+def _ends(teacher: dict):
+  """WiSE-FT's ends: the teacher run's initial variables and its exported (fine-tuned) ones."""
+  meta, tuned = evaluation.load_export(os.path.join(teacher["run_dir"], "export"))
+  with open(os.path.join(teacher["run_dir"], "config.json")) as f:
+    cfg_json = json.dumps(json.load(f), sort_keys=True)
+  return _start_variables(cfg_json, int(meta["num_classes"])), meta, tuned
+
+
+class WiSE(Kind):
+  """'wise': θ(α) between the teacher fine-tune's start and end; α in [0, 1] a search key."""
+
+  name = "wise"
+  arg_names = frozenset({"alpha"})
+  needs_teacher = takes_teacher = True
+  teacher_kinds = (Trained,)
+
+  def check(self, config, name, v, grid, where):
+    for p in grid:
+      alpha = {**dict(v.args), **p}.get("alpha", 1.0)
+      if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"{where}: alpha={alpha!r} outside [0, 1]")
+
+  def _mixed(self, ctx: Context, cell, point):
+    teacher = ctx.teacher(cell)
+    start, meta, tuned = _ends(teacher)
+    alpha = float(ctx.args(cell, point).get("alpha", 1.0))
+    model_cfg = run_config(teacher["run_dir"]).model
+    return model_cfg, int(meta["num_classes"]), interpolate(start, tuned, alpha), teacher
+
+  def fit(self, ctx: Context, cell, point, splits) -> dict:
+    model_cfg, num_classes, mixed, teacher = self._mixed(ctx, cell, point)
+    cfg = ctx.cell_config(cell, splits=splits)
+    val = evaluation.evaluate_variables(model_cfg, num_classes, mixed, cfg.data, splits.val)
+    return {"val": val, **{k: teacher[k] for k in COST_FIELDS}}
+
+  def test(self, ctx: Context, cell, chosen, splits) -> dict:
+    model_cfg, num_classes, mixed, _ = self._mixed(ctx, cell, chosen["point"])
+    cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
+    return evaluation.on_test_and_shifts(ctx.config, cfg, model_cfg, num_classes, mixed,
+                                         splits.test)
+
+  def finish_row(self, ctx: Context, cell, chosen, row) -> None:
+    teacher = ctx.teacher(cell)  # zero extra training: its cost is the teacher's
+    row["search_gflops"] = teacher["search_gflops"]
+    row["wall_s"] += teacher["wall_s"]

@@ -1,6 +1,6 @@
-"""The harness's 'fedavg' kind: a cell's examples split across clients, trained with FedAvg.
+"""The benchmark's 'fedavg' kind: a cell's examples split across clients, trained with FedAvg.
 
-    v.fedavg_full = harness.variant("fedavg", freezing=optim.get_freezing_config("full_ft"),
+    v.fedavg_full = schema.variant("fedavg", freezing=optim.get_freezing_config("full_ft"),
                                     args={"num_clients": 4, "alpha": 0.0, "local_steps": 3})
 
 The cell's config is built as for 'train' (same model, freezing rules, optimizer, loss), and the
@@ -27,7 +27,9 @@ import numpy as np
 
 from jtransfer import federated, models, weights
 from jtransfer import workdir as wd
-from jtransfer.benchmark import cost
+from jtransfer.benchmark import cost, evaluation, features
+from jtransfer.benchmark.kinds.base import Context, Kind
+from jtransfer.benchmark.kinds.trained import test_export
 from jtransfer.train import trainer
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
@@ -120,4 +122,33 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
   return {"variables": out, **facts}
 
 
-__all__ = ["ARGS", "check_args", "train"]
+class FedAvg(Kind):
+  """'fedavg': ``train`` on the cell's few-shot draw; exported and tested like a trainer run."""
+
+  name = "fedavg"
+  arg_names = frozenset(ARGS)
+  exports = True
+
+  def check(self, config, name, v, grid, where):
+    for p in grid:
+      check_args({**dict(v.args), **p}, where)
+
+  def fit(self, ctx: Context, cell, point, splits) -> dict:
+    run_dir = ctx.run_dir_of(cell, point)
+    cfg = ctx.cell_config(cell, splits=splits)
+    x, y = evaluation.few(cell, *features.image_arrays(cfg.data, splits.pool))
+    n = evaluation.num_classes(cfg.data)
+    out = train(cfg, run_dir, x, y, num_classes=n, **ctx.args(cell, point))
+    val = evaluation.evaluate_variables(cfg.model, n, out["variables"], cfg.data, splits.val)
+    return {"val": val, "run_dir": run_dir, "steps": int(cfg.train.num_steps),
+            **{k: out[k] for k in ("rounds", "bytes_per_round", "trainable_params",
+                                   "train_gflops", "peak_bytes")}}
+
+  def test(self, ctx: Context, cell, chosen, splits) -> dict:
+    return test_export(ctx, cell, chosen, splits)
+
+  def finish_row(self, ctx: Context, cell, chosen, row) -> None:
+    row["bytes_per_round"] = chosen["bytes_per_round"]
+
+
+__all__ = ["ARGS", "FedAvg", "check_args", "train"]

@@ -1,0 +1,36 @@
+"""The benchmark's kinds, by the name a variant gives (``schema.variant(kind, ...)``).
+
+    from jtransfer.benchmark import kinds
+    kinds.get("train").fit(ctx, cell, point, splits)
+
+Adding a kind: one file here implementing ``base.Kind`` (``check``, ``configure``, ``fit``,
+``test``, ``finish_row``), one line in ``KINDS`` below, and its test; the runner, the schema's
+validation and the report need no change (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from jtransfer.benchmark import evaluators
+from jtransfer.benchmark.kinds.base import COST_FIELDS, Context, Kind
+from jtransfer.benchmark.kinds.features import Features
+from jtransfer.benchmark.kinds.fedavg import FedAvg
+from jtransfer.benchmark.kinds.trained import Surgical, Trained
+from jtransfer.benchmark.kinds.wise import WiSE
+
+KINDS: dict[str, Kind] = {
+    "train": Trained(),
+    "surgical": Surgical(),
+    "wise": WiSE(),
+    "fedavg": FedAvg(),
+    **{name: Features(name) for name in evaluators.EVALUATORS},
+}
+
+
+def get(name: str) -> Kind:
+  """The kind registered under ``name``; ValueError listing the known ones."""
+  if name not in KINDS:
+    raise ValueError(f"unknown kind {name!r}; known: {', '.join(KINDS)}")
+  return KINDS[name]
+
+
+__all__ = ["COST_FIELDS", "KINDS", "Context", "Kind", "get"]

@@ -1,0 +1,75 @@
+"""The feature-classifier kinds: an evaluator of ``benchmark/evaluators.py`` (ridge, kNN, the cached
+linear probe, nearest class mean) on features extracted once per split and cached.
+
+    v.ridge = schema.variant("ridge", search={"l2_reg": (0.1, 1.0, 10.0)})
+
+A trial fits the evaluator on the cell's few-shot draw of the pool's features and scores it on
+validation's; the chosen point is fitted again the same way and scored on the test features and
+each shift's (the shifted test sets are extracted, and cached, like any split). Its arguments are
+the evaluator's keyword-only parameters; an evaluator with a ``seed`` gets the cell's.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from jtransfer.benchmark import evaluation, evaluators, schema
+from jtransfer.benchmark.kinds.base import Context, Kind
+from jtransfer.train import metrics as metrics_lib
+
+# Parameters a fitted classifier holds, by evaluator, for features of width d and c classes
+# (a linear classifier's d·c + c unless listed).
+_PARAMS = {"knn": lambda d, c: 0, "ridge": lambda d, c: (d + 1) * c}
+
+
+def feature_arrays(ctx: Context, cfg, split: str, *, shift=None):
+  """``(features, labels)`` of ``split`` under ``cfg`` (shifted when given), from the cache."""
+  dcfg = cfg.data.copy_and_resolve_references()
+  with dcfg.unlocked():
+    dcfg.pp_eval = evaluation.pp_for(cfg.data, shift, ctx.config.get("shift_seed", 0))
+  return ctx.cache.get(cfg.model, dcfg, split)
+
+
+class Features(Kind):
+  """One evaluator of ``evaluators.EVALUATORS`` as a kind."""
+
+  uses_features = True
+
+  def __init__(self, evaluator: str):
+    self.name = evaluator
+    self.fn = evaluators.EVALUATORS[evaluator]
+    params = inspect.signature(self.fn).parameters
+    self.seeded = "seed" in params
+    self.arg_names = frozenset(n for n, p in params.items() if p.kind == p.KEYWORD_ONLY
+                               ) - {"num_classes", "seed"}
+
+  def _predict(self, cell, cfg, args: dict, x, y, tx) -> dict:
+    kwargs = {**args, **({"seed": cell.seed} if self.seeded else {})}
+    return self.fn(x, y, tx, num_classes=evaluation.num_classes(cfg.data), **kwargs)
+
+  def _scores(self, cell, cfg, args: dict, x, y, tx, ty) -> dict:
+    m = metrics_lib.classification_metrics(self._predict(cell, cfg, args, x, y, tx)["logits"], ty)
+    return {k: v for k, v in m.items() if k != "confusion_matrix"}
+
+  def fit(self, ctx: Context, cell, point, splits) -> dict:
+    cfg = ctx.cell_config(cell, splits=splits)
+    x, y = evaluation.few(cell, *feature_arrays(ctx, cfg, splits.pool))
+    vx, vy = feature_arrays(ctx, cfg, splits.val)
+    fwd = ctx.meter.forward(cfg.model, cfg.data, cfg.data.eval_batch_size)
+    d, c = x.shape[1], evaluation.num_classes(cfg.data)
+    f = fwd["flops_per_example"]
+    return {"val": self._scores(cell, cfg, ctx.args(cell, point), x, y, vx, vy),
+            "trainable_params": _PARAMS.get(self.name, lambda d, c: d * c + c)(d, c),
+            "train_gflops": None if f is None else f * len(x) / 1e9,
+            "peak_bytes": fwd["peak_bytes"]}
+
+  def test(self, ctx: Context, cell, chosen, splits) -> dict:
+    cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
+    x, y = evaluation.few(cell, *feature_arrays(ctx, cfg, splits.pool))
+    args = ctx.args(cell, chosen["point"])
+    return {shift: self._scores(cell, cfg, args, x, y,
+                                *feature_arrays(ctx, cfg, splits.test, shift=shift))
+            for shift in [None, *schema.shifts_of(ctx.config)]}
+
+
+__all__ = ["Features", "feature_arrays"]

@@ -1,0 +1,135 @@
+"""What a benchmark config says: its variants, protocol, cells and grids (no running here).
+
+    from jtransfer.benchmark import schema
+    v = schema.variant("train", freezing=optim.get_freezing_config("full_ft"),
+                       search={"optim.lr": (1e-4, 3e-4)})
+    schema.points(v)              # [{'optim.lr': 0.0001}, {'optim.lr': 0.0003}]
+    schema.cells(config)          # [Cell('uci_digits', 'full_finetune', 1, 0), ...]
+
+A *variant* is a kind (``benchmark/kinds/``: how a grid point is fitted and evaluated) with its
+start, freezing, overrides, arguments and search grid; a *cell* is (dataset, variant, shots,
+seed); a *trial* is one grid point of a cell. ``compose.validate`` checks a whole config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from ml_collections import config_dict
+
+SELECTIONS = ("val", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  dataset: str
+  variant: str
+  shots: int | str  # int, or "all"
+  seed: int
+
+  @property
+  def id(self) -> str:
+    return f"{self.dataset}/{self.variant}/shots-{self.shots}/seed-{self.seed}"
+
+
+def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(), teacher: str = "",
+            args=None, search=None, selection: str = "val") -> config_dict.ConfigDict:
+  """One variant of a benchmark config (configs build variants with this).
+
+  Args:
+    kind: a name of ``benchmark.kinds.KINDS``: 'train', 'surgical', 'wise', 'fedavg', or a feature
+      evaluator (ridge | knn | linear_probe_cached | ncm).
+    init: where training (or a feature extractor) starts: 'pretrained' (the benchmark's
+      pretrained weights), 'scratch' (random initialisation), or the name of one of the
+      config's ``starts`` (``benchmark/starts.py``: weights made once on a source dataset).
+    freezing: a freezing config (``optim.get_freezing_config(...)``); None = the base's.
+    overrides: (dotted key, value) pairs applied to the base experiment (a typo is an error).
+    teacher: 'train' (distillation) and 'wise': the variant (same cell, listed earlier) whose
+      chosen run is the teacher / the fine-tuned end point.
+    args: the kind's own arguments: a feature evaluator's keyword arguments, surgical
+      ``stage`` (an index into the family's stages), wise ``alpha``, fedavg ``num_clients``,
+      ``alpha`` (0 = IID), ``local_steps``, ``bn_stats``.
+    search: ``{key: (values, ...)}``, a grid (the product, in declared order). Keys are dotted
+      config keys for 'train'/'surgical' ('optim.lr'), or names of ``args`` ('l2_reg', 'k', 'lr',
+      'stage', 'alpha').
+    selection: 'val' (the grid point with the best validation top-1) or 'fixed' (no search: the
+      declared point, budget 1).
+  """
+  v = config_dict.ConfigDict()
+  v.kind = kind
+  v.init = init
+  v.freezing = freezing or config_dict.placeholder(config_dict.ConfigDict)
+  v.overrides = tuple(overrides)
+  v.teacher = teacher
+  v.args = args or {}
+  v.search = tuple((k, tuple(vals)) for k, vals in dict(search or {}).items())
+  v.selection = selection
+  return v
+
+
+def default_protocol() -> config_dict.ConfigDict:
+  """The held-out protocol; a benchmark config's ``protocol`` section overrides these fields."""
+  p = config_dict.ConfigDict()
+  # Fraction of the train split held out for validation (its END); 0 = no validation: the
+  # runs evaluate on the test split, and only selection='fixed' (or one-point grids) is allowed.
+  p.val_fraction = 0.2
+  # k-shot cells: at most this many validation examples per class on average (a contiguous
+  # slice of val_per_class × classes examples); None = the whole held-out part. 'all' cells
+  # always use the whole held-out part (VTAB-1k's 800/200 in spirit).
+  p.val_per_class = config_dict.placeholder(int)
+  # The variant every other is compared with in comparisons.md.
+  p.reference = "full_finetune"
+  # How results.md marks "not distinguishable from the best": 'ci' (the paired bootstrap interval
+  # of the difference contains 0) or 'permutation' (sign-flip p >= 1 - level).
+  p.best_test = "ci"
+  p.level = 0.95
+  return p
+
+
+def protocol_of(config) -> config_dict.ConfigDict:
+  """``default_protocol()`` updated with the config's ``protocol`` section."""
+  p = default_protocol()
+  if "protocol" in config:
+    p.update(config.protocol)
+  return p
+
+
+def shifts_of(config) -> tuple[tuple[str, int], ...]:
+  """The shifted test sets, ``((corruption, severity), ...)``."""
+  return tuple((str(n), int(s)) for n, s in config.get("shifts", ()))
+
+
+def shift_name(name: str, severity: int) -> str:
+  return f"{name}-{severity}"
+
+
+def points(v) -> list[dict]:
+  """The grid of a variant: a list of ``{key: value}`` points, in declared order ([{}]: fixed)."""
+  search = tuple(v.get("search", ()))
+  if not search:
+    return [{}]
+  keys = [k for k, _ in search]
+  return [dict(zip(keys, values)) for values in itertools.product(*(vals for _, vals in search))]
+
+
+def point_id(point: dict) -> str:
+  """'optim.lr=0.001,stage=3' ('default' for the empty point): the trial's name and run dir."""
+  if not point:
+    return "default"
+  return ",".join(f"{k}={v}" for k, v in point.items())
+
+
+def slug(point: dict) -> str:
+  """``point_id`` as a directory name."""
+  return point_id(point).replace("/", "_").replace(" ", "")
+
+
+def cells(config) -> list[Cell]:
+  """Dataset-major, then shots, seed, variant in ``config.order`` (teachers before students)."""
+  return [Cell(d, v, s, seed) for d in config.datasets for s in config.shots
+          for seed in config.seeds for v in config.order]
+
+
+__all__ = ["Cell", "SELECTIONS", "cells", "default_protocol", "point_id", "points", "protocol_of",
+           "shift_name", "shifts_of", "slug", "variant"]
