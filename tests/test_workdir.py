@@ -26,6 +26,7 @@ import pytest
 
 from jtransfer import models, weights
 from jtransfer import workdir as wd
+from jtransfer.workdir import atomic as wd_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -205,7 +206,7 @@ def _intercept(m, parent: str, before_step) -> None:
 
   steps = []
   for mod, name, arg in ((os, "rename", 0), (os, "replace", 0), (os, "symlink", 1),
-                         (os, "unlink", 0), (shutil, "rmtree", 0), (wd, "_exchange", 0)):
+                         (os, "unlink", 0), (shutil, "rmtree", 0), (wd_atomic, "_exchange", 0)):
     m.setattr(mod, name, wrap(getattr(mod, name), arg))
 
 
@@ -227,7 +228,7 @@ def test_a_kill_at_any_step_of_an_export_leaves_the_old_or_the_new(tmp_path, mon
 
   with monkeypatch.context() as m:
     if scenario == "plain-no-exchange":
-      m.setattr(wd, "_exchange", _no_exchange)
+      m.setattr(wd_atomic, "_exchange", _no_exchange)
     _intercept(m, parent, kill_here)
     _save(export, 2, overwrite=True)
   kill_here("end")
@@ -269,7 +270,7 @@ def test_an_error_at_any_step_of_an_export_leaves_the_old_or_the_new(tmp_path, m
 
     with monkeypatch.context() as m:
       if scenario == "plain-no-exchange":
-        m.setattr(wd, "_exchange", _no_exchange)
+        m.setattr(wd_atomic, "_exchange", _no_exchange)
       _intercept(m, parent, fail_at)
       try:
         _save(export, 2, overwrite=True)
