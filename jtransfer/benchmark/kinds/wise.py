@@ -127,11 +127,12 @@ def _start_variables(cfg_json: str, num_classes: int) -> dict:
 
 
 def _ends(teacher: dict):
-  """WiSE-FT's ends: the teacher run's initial variables and its exported (fine-tuned) ones."""
+  """WiSE-FT's ends: the teacher run's initial variables and its exported (fine-tuned) ones,
+  with the teacher run's config (its ``config.json``, read once)."""
   meta, tuned = evaluation.load_export(os.path.join(teacher["run_dir"], "export"))
-  with open(os.path.join(teacher["run_dir"], "config.json")) as f:
-    cfg_json = json.dumps(json.load(f), sort_keys=True)
-  return _start_variables(cfg_json, int(meta["num_classes"])), meta, tuned
+  cfg = run_config(teacher["run_dir"])
+  start = _start_variables(cfg.to_json_best_effort(sort_keys=True), int(meta["num_classes"]))
+  return start, meta, tuned, cfg
 
 
 class WiSE(Kind):
@@ -150,10 +151,9 @@ class WiSE(Kind):
 
   def _mixed(self, ctx: Context, cell, point):
     teacher = ctx.teacher(cell)
-    start, meta, tuned = _ends(teacher)
+    start, meta, tuned, cfg = _ends(teacher)
     alpha = float(ctx.args(cell, point).get("alpha", 1.0))
-    model_cfg = run_config(teacher["run_dir"]).model
-    return model_cfg, int(meta["num_classes"]), interpolate(start, tuned, alpha), teacher
+    return cfg.model, int(meta["num_classes"]), interpolate(start, tuned, alpha), teacher
 
   def fit(self, ctx: Context, cell, point, splits) -> dict:
     model_cfg, num_classes, mixed, teacher = self._mixed(ctx, cell, point)
