@@ -8,8 +8,9 @@
 
 Submodules (imported on first use, so `import jtransfer` stays cheap): ``models`` (families,
 specs, ``model.json``), ``convert`` (PyTorch ↔ Flax), ``weights`` (strict load/merge/save),
-``workdir`` (what a workdir guarantees), ``data``, ``optim`` (freezing as data), ``tasks``
-(supervised, distillation, DANN), ``train`` (the one trainer), ``benchmark``, ``predict``,
+``workdir`` (what a workdir guarantees), ``data``, ``optim`` (freezing as data), ``train`` (the
+one trainer and its ``Task`` seam), ``methods`` (each transfer method in one place: distillation,
+domain adaptation, FedAvg, Reptile, WiSE-FT, zero-shot), ``benchmark``, ``predict``,
 ``export``, ``cpu`` (what makes it fast on a CPU). Experiment configs are not part of the package:
 they are the repository's top-level ``configs/`` (run the example above from its root; the command
 lines take ``--config=configs/FILE.py`` from any directory). The layout: docs/architecture.md.
@@ -17,8 +18,8 @@ lines take ``--config=configs/FILE.py`` from any directory). The layout: docs/ar
 
 import importlib
 
-__all__ = ["benchmark", "convert", "cpu", "data", "export", "models", "optim",
-           "predict", "tasks", "train", "weights", "workdir"]
+__all__ = ["benchmark", "convert", "cpu", "data", "export", "methods", "models", "optim",
+           "predict", "train", "weights", "workdir"]
 
 
 def __getattr__(name):

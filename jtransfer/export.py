@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from absl import app, flags
 
 from jtransfer import models, weights
+from jtransfer import workdir as wd
 from jtransfer.convert.pytorch import to_torchvision
 
 
@@ -45,7 +46,7 @@ def to_safetensors(variables: Mapping[str, Any], path: str | os.PathLike, *, arc
 
 def _weights_dir(path: str) -> str:
   """A weights dir, or a run's workdir holding one under ``export/``."""
-  for candidate in (path, os.path.join(path, "export")):
+  for candidate in (path, wd.RunDir(path).export):
     if os.path.isdir(os.path.join(candidate, "variables")):
       return candidate
   raise FileNotFoundError(f"No exported weights at {path} (expected {path}/variables or {path}/export/variables)")
@@ -60,7 +61,7 @@ def main(argv):
   if model_meta is None:
     raise FileNotFoundError(f"{src} has no {models.MODEL_JSON}: its architecture is unknown")
   meta = {"source": src, "arch": model_meta["arch"]}
-  config = os.path.join(FLAGS.weights, "config.json")
+  config = wd.RunDir(FLAGS.weights).config_json
   if os.path.isfile(config):
     with open(config) as f:
       meta["config"] = f.read()

@@ -39,9 +39,11 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   hostmem.reuse_freed_memory()  # before JAX's threads start: each step's buffers are reused
-  from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top  (after flag parsing)
+  from jtransfer import methods  # pylint: disable=g-import-not-at-top  (after flag parsing)
+  from jtransfer.train import trainer  # pylint: disable=g-import-not-at-top
   try:
-    trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    config = flags.FLAGS.config
+    trainer.train_and_evaluate(config, flags.FLAGS.workdir, task=methods.task_for(config))
   except trainer.NonFiniteLossError as e:
     sys.exit(f"jtransfer: {e}")
 

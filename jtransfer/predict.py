@@ -26,7 +26,6 @@ except ImportError:  # without them only a 1000-class head's ImageNet names are 
 
 import csv
 import io
-import json
 import os
 import sys
 from typing import Sequence
@@ -59,14 +58,17 @@ def list_images(spec: str) -> list[str]:
 
 
 def _latest_checkpoint_variables(workdir: str) -> dict:
-  """``{'params', 'batch_stats'}`` of the newest checkpoint under ``workdir/checkpoints``."""
+  """``{'params', 'batch_stats'}`` of the newest checkpoint Orbax finds under the run's
+  ``checkpoints/`` (a save that a kill left unfinished is not one)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-  if not steps:
-    raise FileNotFoundError(f"No checkpoints under {ckpt_dir}")
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(os.path.join(ckpt_dir, str(steps[-1]), "state"))
+  rd = wd.RunDir(workdir)
+  step = rd.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoints under {rd.checkpoints}")
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  with ocp.CheckpointManager(rd.checkpoints, options=options,
+                             item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
@@ -96,10 +98,9 @@ def load_run(workdir: str, checkpoint: str = "export", *, image_size: int | None
   weights were trained at, ``ModelSpec.native_size``, else 224) with the family's normalisation; a
   1000-class head without names gets ImageNet's (``models.pretrained.imagenet_class_names``).
   """
-  config = None
-  if os.path.isfile(os.path.join(workdir, "config.json")):
-    with open(os.path.join(workdir, "config.json")) as f:
-      config = json.load(f)
+  rd = wd.RunDir(workdir)
+  recorded = rd.read_config()
+  config = None if recorded is None else recorded.to_dict()
   if checkpoint == "latest":
     if config is None:
       raise FileNotFoundError(f"--checkpoint=latest needs a run's workdir; {workdir} has no config.json")
@@ -110,7 +111,7 @@ def load_run(workdir: str, checkpoint: str = "export", *, image_size: int | None
     meta = models.meta(ml_collections.ConfigDict(config["model"]), num_classes=head,
                        class_names=names)
   elif checkpoint == "export":
-    export = os.path.join(workdir, "export") if config is not None else workdir
+    export = rd.export if config is not None else workdir
     meta = models.read_meta(export)
     if meta is None:
       raise FileNotFoundError(f"No exported model at {export} (is the run finished? "

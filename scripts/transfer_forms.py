@@ -45,9 +45,10 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 
-from jtransfer import federated, meta, models, optim, weights, zeroshot
+from jtransfer import models, optim, weights
 from jtransfer.benchmark import evaluators
 from jtransfer.data.datasets import mnist5k, uci_digits
+from jtransfer.methods import fedavg, reptile, zeroshot
 from jtransfer.train import losses
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
@@ -210,18 +211,18 @@ def fed_table(data, full_backbone, seeds, *, examples: int, local_steps: int) ->
           params, stats = state.params, state.batch_stats
           rounds = "—"
         else:
-          parts = (federated.iid_partition(len(dx), k, seed=seed) if alpha is None else
-                   federated.dirichlet_partition(dy, k, alpha=alpha, seed=seed))
-          fed_round = rounds_fns.setdefault(k, federated.make_fedavg_round(
+          parts = (fedavg.iid_partition(len(dx), k, seed=seed) if alpha is None else
+                   fedavg.dirichlet_partition(dy, k, alpha=alpha, seed=seed))
+          fed_round = rounds_fns.setdefault(k, fedavg.make_fedavg_round(
               loss_fn, tx, mask, local_steps=local_steps, client_vmap=False))
-          state = federated.init_state(v["params"], v["batch_stats"], num_clients=k)
+          state = fedavg.init_state(v["params"], v["batch_stats"], num_clients=k)
           rounds = examples // (k * local_steps * batch)
           for r in range(rounds):
-            b = federated.client_batches({"image": dx, "label": dy}, parts, batch_size=batch,
+            b = fedavg.client_batches({"image": dx, "label": dy}, parts, batch_size=batch,
                                          local_steps=local_steps, round_index=r, seed=seed)
-            state, _ = fed_round(state, b, federated.client_weights(parts), jax.random.key(seed))
+            state, _ = fed_round(state, b, fedavg.client_weights(parts), jax.random.key(seed))
           params, stats = state.params, state.batch_stats
-          sent = federated.bytes_per_round(v["params"], mask, num_clients=k,
+          sent = fedavg.bytes_per_round(v["params"], mask, num_clients=k,
                                            batch_stats=v["batch_stats"])["total"]
         accs.append(accuracy(model, {"params": params, "batch_stats": stats}, ex, ey))
       clients = "—" if k is None else str(k)
@@ -278,9 +279,9 @@ def three_way(backbone, seed: int):
 def evaluate_init(variables, x, y, unseen, *, shots: int, seed: int) -> tuple[float, float]:
   """(fine-tune accuracy, nearest-class-mean accuracy) over EPISODES 3-way episodes."""
   _, _, tx, _ = meta_parts()
-  eps = [meta.sample_episode(x, y, classes=unseen, ways=WAYS, shots=shots, queries=QUERIES,
+  eps = [reptile.sample_episode(x, y, classes=unseen, ways=WAYS, shots=shots, queries=QUERIES,
                              seed=seed, episode=e) for e in range(EPISODES)]
-  start = TrainState.create(params=meta.reset_head(variables["params"]),
+  start = TrainState.create(params=reptile.reset_head(variables["params"]),
                             batch_stats=variables["batch_stats"], tx=tx)
   support = {k: np.stack([e["support"][k] for e in eps]) for k in ("image", "label")}
   query_x = np.stack([e["query"]["image"] for e in eps])
@@ -303,9 +304,9 @@ def reptile_table(data, split_backbones, *, meta_steps: int) -> tuple[str, list]
   for s, (v, (seen, unseen)) in enumerate(zip(split_backbones, zeroshot.class_splits(
       10, splits=3, seed=0))):
     plain = three_way(v, s)
-    sample = meta.episode_sampler(mx, my, classes=seen, ways=WAYS, shots=5,
+    sample = reptile.episode_sampler(mx, my, classes=seen, ways=WAYS, shots=5,
                                   meta_batch=META_BATCH, seed=s)
-    params, stats, inner = meta.reptile(plain["params"], plain["batch_stats"], loss_fn=loss_fn,
+    params, stats, inner = reptile.reptile(plain["params"], plain["batch_stats"], loss_fn=loss_fn,
                                         tx=tx, mask=mask, sample=sample, inner_steps=5,
                                         meta_steps=meta_steps, meta_lr=1.0, seed=s,
                                         episode_vmap=False)

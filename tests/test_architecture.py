@@ -33,8 +33,36 @@ def _imports(text):
 def test_models_import_no_task_trainer_or_optimizer():
   for path, text in _sources("models"):
     bad = {m for m in _imports(text)
-           if re.match(r"jtransfer\.(tasks|train|optim|adapt|benchmark)\b", m)}
+           if re.match(r"jtransfer\.(methods|train|optim|benchmark)\b", m)}
     assert not bad, f"{path} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("folder,banned", [
+    ("train", r"jtransfer\.(methods|benchmark)\b"),      # the trainer is below every method
+    ("methods", r"jtransfer\.benchmark\b"),              # methods are below the benchmark
+    ("cpu", r"jtransfer\.(?!cpu\b)"),                      # the CPU room stands alone
+])
+def test_folder_dependencies_point_one_way(folder, banned):
+  for path, text in _sources(folder):
+    bad = {m for m in _imports(text) if re.match(banned, m)}
+    assert not bad, f"{path} imports {sorted(bad)}"
+
+
+def test_only_the_run_dir_names_a_run_s_files():
+  """config.json, result.json, metrics.jsonl, checkpoints/ and export/ are spelled in
+  workdir/rundir.py only; everyone else asks ``RunDir`` (docstrings may name them)."""
+  names = {"config.json", "result.json", "metrics.jsonl", "checkpoints"}
+  for path, text in _sources(""):
+    if path.endswith(os.path.join("workdir", "rundir.py")):
+      continue
+    used = names & set(_code_strings(text))
+    # identity.py records where an old workdir's identity came from ("from": "config.json");
+    # atomic.py knows the pre-symlink export layout it migrates; the trainer's barrier name.
+    allowed = {"identity.py": {"config.json"}}
+    used -= allowed.get(os.path.basename(path), set())
+    if re.search(r"path\.join\([^)]*\"export\"\)", text):
+      used.add("export")
+    assert not used, f"{path} spells {sorted(used)}: use workdir.RunDir"
 
 
 def test_trainer_names_no_task():

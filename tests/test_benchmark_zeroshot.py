@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jtransfer import zeroshot
 from jtransfer.benchmark import zeroshot_section
+from jtransfer.methods import zeroshot
 
 
 def _features(y, attrs, rng, dim=40, noise=0.3):

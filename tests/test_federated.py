@@ -16,7 +16,8 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from jtransfer import federated, optim
+from jtransfer import optim
+from jtransfer.methods import fedavg
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
 
@@ -97,7 +98,7 @@ def reference_round(state, batches, weights, rng, tx, *, bn_stats, local_steps):
   """FedAvg written out client by client with the plain jitted step, for comparison."""
   step = plain_step()
   k = len(weights)
-  rngs = federated.client_rngs(rng, state.round, k)
+  rngs = fedavg.client_rngs(rng, state.round, k)
   w = np.asarray(weights, np.float64) / np.sum(weights)
   params_c, stats_c = [], []
   for c in range(k):
@@ -121,7 +122,7 @@ def assert_trees_close(a, b, **kw):
 
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bn_stats", federated.BN_STATS)
+@pytest.mark.parametrize("bn_stats", fedavg.BN_STATS)
 def test_one_client_one_local_step_is_a_plain_train_step_bitwise(bn_stats):
   params, stats, tx, mask = setup(**ADAMW)
   loss_fn = make_loss()
@@ -130,9 +131,9 @@ def test_one_client_one_local_step_is_a_plain_train_step_bitwise(bn_stats):
   rng = jax.random.key(3)
   plain, _ = plain_step()(
       TrainState.create(params=params, batch_stats=stats, tx=tx), batch,
-      federated.client_rngs(rng, 0, 1)[0])
-  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=1, bn_stats=bn_stats)
-  state = federated.init_state(params, stats, num_clients=1, bn_stats=bn_stats)
+      fedavg.client_rngs(rng, 0, 1)[0])
+  fed_round = fedavg.make_fedavg_round(loss_fn, tx, mask, local_steps=1, bn_stats=bn_stats)
+  state = fedavg.init_state(params, stats, num_clients=1, bn_stats=bn_stats)
   new, metrics = fed_round(state, jax.tree.map(lambda b: b[None, None], batch),
                            np.ones(1, np.float32), rng)
   for a, b in zip(jax.tree.leaves((plain.params, plain.batch_stats)),
@@ -148,14 +149,14 @@ def test_fedavg_over_iid_clients_approaches_centralised_training():
   params, stats, tx, mask = setup(**ADAMW)
   loss_fn = make_loss()
   (x, y), (tx_, ty) = digits()
-  parts = federated.iid_partition(len(x), 5, seed=0)
+  parts = fedavg.iid_partition(len(x), 5, seed=0)
   rounds, local_steps, batch = 30, 5, 16
-  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=local_steps)
-  state = federated.init_state(params, stats, num_clients=5)
+  fed_round = fedavg.make_fedavg_round(loss_fn, tx, mask, local_steps=local_steps)
+  state = fedavg.init_state(params, stats, num_clients=5)
   for r in range(rounds):
-    b = federated.client_batches({"image": x, "label": y}, parts, batch_size=batch,
+    b = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=batch,
                                  local_steps=local_steps, round_index=r, seed=0)
-    state, _ = fed_round(state, b, federated.client_weights(parts), jax.random.key(0))
+    state, _ = fed_round(state, b, fedavg.client_weights(parts), jax.random.key(0))
   # Centralised at equal examples and equal sequential steps: batch 5·16, rounds·local_steps.
   step = plain_step()
   cstate = TrainState.create(params=params, batch_stats=stats, tx=tx)
@@ -171,17 +172,17 @@ def test_fedavg_over_iid_clients_approaches_centralised_training():
   assert fed_acc > central_acc - 0.03, (fed_acc, central_acc)
 
 
-@pytest.mark.parametrize("bn_stats", federated.BN_STATS)
+@pytest.mark.parametrize("bn_stats", fedavg.BN_STATS)
 def test_rounds_match_a_client_by_client_reference_with_each_bn_choice(bn_stats):
   params, stats, tx, mask = setup(**ADAMW)
   loss_fn = make_loss()
   (x, y), _ = digits()
-  parts = federated.dirichlet_partition(y, 3, alpha=0.3, seed=1)
-  weights = federated.client_weights(parts)
-  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=2, bn_stats=bn_stats)
-  state = federated.init_state(params, stats, num_clients=3, bn_stats=bn_stats)
+  parts = fedavg.dirichlet_partition(y, 3, alpha=0.3, seed=1)
+  weights = fedavg.client_weights(parts)
+  fed_round = fedavg.make_fedavg_round(loss_fn, tx, mask, local_steps=2, bn_stats=bn_stats)
+  state = fedavg.init_state(params, stats, num_clients=3, bn_stats=bn_stats)
   for r in range(2):
-    b = federated.client_batches({"image": x, "label": y}, parts, batch_size=8, local_steps=2,
+    b = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=8, local_steps=2,
                                  round_index=r, seed=0)
     ref_params, ref_client_stats, ref_mean_stats = reference_round(
         state, b, weights, jax.random.key(1), tx, bn_stats=bn_stats, local_steps=2)
@@ -199,7 +200,7 @@ def test_rounds_match_a_client_by_client_reference_with_each_bn_choice(bn_stats)
   if bn_stats == "local":  # Label-skewed clients end with different statistics.
     means = np.asarray(state.client_stats["bn"]["mean"])
     assert np.abs(means[0] - means[1]).max() > 1e-3
-  sent = federated.bytes_per_round(params, mask, num_clients=3, batch_stats=stats,
+  sent = fedavg.bytes_per_round(params, mask, num_clients=3, batch_stats=stats,
                                    bn_stats=bn_stats)
   stats_bytes = 2 * 3 * 2 * HIDDEN * 4
   assert sent["batch_stats"] == (stats_bytes if bn_stats == "average" else 0)
@@ -210,20 +211,20 @@ def test_frozen_leaves_never_move_and_are_not_communicated():
   params, stats, tx, mask = setup(rules=probe, name="adamw", lr=0.01, weight_decay=0.1)
   loss_fn = make_loss(frozen_bn=True)
   (x, y), _ = digits()
-  parts = federated.dirichlet_partition(y, 4, alpha=1.0, seed=0)
-  fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=3)
-  state = federated.init_state(params, stats, num_clients=4)
+  parts = fedavg.dirichlet_partition(y, 4, alpha=1.0, seed=0)
+  fed_round = fedavg.make_fedavg_round(loss_fn, tx, mask, local_steps=3)
+  state = fedavg.init_state(params, stats, num_clients=4)
   for r in range(2):
-    b = federated.client_batches({"image": x, "label": y}, parts, batch_size=8, local_steps=3,
+    b = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=8, local_steps=3,
                                  round_index=r, seed=0)
-    state, _ = fed_round(state, b, federated.client_weights(parts), jax.random.key(0))
+    state, _ = fed_round(state, b, fedavg.client_weights(parts), jax.random.key(0))
   for name in ("body", "bn"):
     for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(state.params[name])):
       np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(state.batch_stats)):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(params["fc"]["kernel"], state.params["fc"]["kernel"])
-  sent = federated.bytes_per_round(params, mask, num_clients=4, batch_stats=stats)
+  sent = fedavg.bytes_per_round(params, mask, num_clients=4, batch_stats=stats)
   fc_bytes = (HIDDEN * 10 + 10) * 4
   assert sent == {"params": 2 * 4 * fc_bytes, "batch_stats": 0, "total": 2 * 4 * fc_bytes,
                   "frozen_not_sent": (64 * HIDDEN + 2 * HIDDEN) * 4}
@@ -231,39 +232,39 @@ def test_frozen_leaves_never_move_and_are_not_communicated():
 
 def test_partitions_are_disjoint_covering_deterministic_and_skewed():
   _, y = digits()[0]
-  for parts in (federated.iid_partition(len(y), 7, seed=3),
-                federated.dirichlet_partition(y, 7, alpha=0.1, seed=3)):
+  for parts in (fedavg.iid_partition(len(y), 7, seed=3),
+                fedavg.dirichlet_partition(y, 7, alpha=0.1, seed=3)):
     joined = np.concatenate(parts)
     assert len(joined) == len(y) and np.array_equal(np.sort(joined), np.arange(len(y)))
     assert all(len(p) >= 1 for p in parts)
-  a = federated.dirichlet_partition(y, 7, alpha=0.1, seed=3)
-  b = federated.dirichlet_partition(y, 7, alpha=0.1, seed=3)
-  c = federated.dirichlet_partition(y, 7, alpha=0.1, seed=4)
+  a = fedavg.dirichlet_partition(y, 7, alpha=0.1, seed=3)
+  b = fedavg.dirichlet_partition(y, 7, alpha=0.1, seed=3)
+  c = fedavg.dirichlet_partition(y, 7, alpha=0.1, seed=4)
   assert all(np.array_equal(p, q) for p, q in zip(a, b))
   assert any(not np.array_equal(p, q) for p, q in zip(a, c))
-  sizes = [len(p) for p in federated.iid_partition(len(y), 7, seed=3)]
+  sizes = [len(p) for p in fedavg.iid_partition(len(y), 7, seed=3)]
   assert max(sizes) - min(sizes) <= 1
   classes_per_client = lambda parts: np.mean(
       [(np.bincount(y[p], minlength=10) >= 0.03 * len(p)).sum() for p in parts])
   assert classes_per_client(a) < classes_per_client(
-      federated.dirichlet_partition(y, 7, alpha=100.0, seed=3)) - 3
+      fedavg.dirichlet_partition(y, 7, alpha=100.0, seed=3)) - 3
   with pytest.raises(ValueError, match="alpha"):
-    federated.dirichlet_partition(y, 7, alpha=0.0, seed=0)
+    fedavg.dirichlet_partition(y, 7, alpha=0.0, seed=0)
   with pytest.raises(ValueError, match="every one of"):
-    federated.dirichlet_partition(y, 1000, alpha=0.01, seed=0, min_size=2, max_tries=3)
+    fedavg.dirichlet_partition(y, 1000, alpha=0.01, seed=0, min_size=2, max_tries=3)
 
 
 def test_client_batches_draw_from_the_clients_own_shard_deterministically():
   parts = [np.array([0, 1, 2]), np.array([3, 4, 5, 6, 7, 8, 9])]
   arrays = {"idx": np.arange(10)}
-  b = federated.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=1, seed=0)
+  b = fedavg.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=1, seed=0)
   assert b["idx"].shape == (2, 3, 2)
   assert set(b["idx"][0].ravel()) <= {0, 1, 2} and set(b["idx"][1].ravel()) <= set(range(3, 10))
   assert len(set(b["idx"][1].ravel())) == 6  # no repeat before the shard (7) is used up
-  again = federated.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=1,
+  again = fedavg.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=1,
                                    seed=0)
   np.testing.assert_array_equal(b["idx"], again["idx"])
-  other = federated.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=2,
+  other = fedavg.client_batches(arrays, parts, batch_size=2, local_steps=3, round_index=2,
                                    seed=0)
   assert not np.array_equal(b["idx"], other["idx"])
 
@@ -273,21 +274,21 @@ MESH_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     spec = importlib.util.spec_from_file_location("tf", sys.argv[1])
     t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
-    from jtransfer import federated
+    from jtransfer.methods import fedavg
     assert len(jax.devices()) == 4, jax.devices()
     params, stats, tx, mask = t.setup(**t.ADAMW)
     (x, y), _ = t.digits()
-    parts = federated.dirichlet_partition(y, 4, alpha=0.5, seed=0)
+    parts = fedavg.dirichlet_partition(y, 4, alpha=0.5, seed=0)
     out = {}
     for bn in ("local",):  # its statistics stay sharded by client; 'average' shares the code
       for n in (1, 4):
-        fed_round = federated.make_fedavg_round(t.make_loss(), tx, mask, local_steps=2,
-                                                bn_stats=bn, devices=jax.devices()[:n])
-        state = federated.init_state(params, stats, num_clients=4, bn_stats=bn)
+        fed_round = fedavg.make_fedavg_round(t.make_loss(), tx, mask, local_steps=2,
+                                             bn_stats=bn, devices=jax.devices()[:n])
+        state = fedavg.init_state(params, stats, num_clients=4, bn_stats=bn)
         for r in range(2):
-          b = federated.client_batches({"image": x, "label": y}, parts, batch_size=8,
-                                       local_steps=2, round_index=r, seed=0)
-          state, _ = fed_round(state, b, federated.client_weights(parts), jax.random.key(0))
+          b = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=8,
+                                    local_steps=2, round_index=r, seed=0)
+          state, _ = fed_round(state, b, fedavg.client_weights(parts), jax.random.key(0))
         out[bn, n] = state
       if bn == "local":
         sharding = out[bn, 4].client_stats["bn"]["mean"].sharding

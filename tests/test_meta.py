@@ -11,8 +11,9 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from jtransfer import meta, optim, weights
+from jtransfer import optim, weights
 from jtransfer.benchmark import evaluators
+from jtransfer.methods import reptile
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
 
@@ -59,7 +60,7 @@ def setup(rules=((".*", 1.0),)):
 
 def sampler(shots=3, meta_batch=1, seed=0):
   x, y = digits()
-  return meta.episode_sampler(x, y, classes=np.arange(10), ways=WAYS, shots=shots,
+  return reptile.episode_sampler(x, y, classes=np.arange(10), ways=WAYS, shots=shots,
                               meta_batch=meta_batch, seed=seed)
 
 
@@ -67,14 +68,14 @@ def rng_of(seed, t, e):
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), t), e)
 
 
-@pytest.mark.parametrize("head_init", meta.HEAD_INITS)
+@pytest.mark.parametrize("head_init", reptile.HEAD_INITS)
 def test_one_inner_step_with_meta_lr_one_is_one_plain_step(head_init):
   params, stats, tx, mask = setup()
   sample = sampler()
-  new, new_stats, losses = meta.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
+  new, new_stats, losses = reptile.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
                                         sample=sample, inner_steps=1, meta_steps=1, meta_lr=1.0,
                                         head_init=head_init, seed=4)
-  start = meta.reset_head(params) if head_init == "zero" else params
+  start = reptile.reset_head(params) if head_init == "zero" else params
   episode = jax.tree.map(lambda a: a[0], sample(0))
   plain, metrics = jax.jit(make_train_step(loss_fn, tx, mask))(
       TrainState.create(params=start, batch_stats=stats, tx=tx), episode, rng_of(4, 0, 0))
@@ -90,7 +91,7 @@ def test_one_inner_step_with_meta_lr_one_is_one_plain_step(head_init):
 def test_meta_step_moves_theta_toward_the_mean_of_the_episodes_solutions():
   params, stats, tx, mask = setup()
   sample = sampler(meta_batch=2)
-  new, new_stats, _ = meta.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
+  new, new_stats, _ = reptile.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
                                    sample=sample, inner_steps=2, meta_steps=1, meta_lr=0.25,
                                    head_init="keep", seed=1)
   step = jax.jit(make_train_step(loss_fn, tx, mask))
@@ -108,7 +109,7 @@ def test_meta_step_moves_theta_toward_the_mean_of_the_episodes_solutions():
 
 def test_frozen_leaves_stay_bitwise_and_the_result_saves_as_weights(tmp_path):
   params, stats, tx, mask = setup(rules=((r"^fc/", 1.0), (r"^bn/", 1.0), (".*", "frozen")))
-  new, new_stats, losses = meta.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
+  new, new_stats, losses = reptile.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
                                         sample=sampler(meta_batch=2), inner_steps=3,
                                         meta_steps=4, meta_lr=0.5, seed=0)
   np.testing.assert_array_equal(new["body"]["kernel"], params["body"]["kernel"])
@@ -124,15 +125,15 @@ def test_frozen_leaves_stay_bitwise_and_the_result_saves_as_weights(tmp_path):
 
 def test_episodes_are_deterministic_distinct_and_class_disjoint():
   x, y = digits()
-  source, target = meta.class_split(10, num_target=4, seed=3)
+  source, target = reptile.class_split(10, num_target=4, seed=3)
   assert not set(source) & set(target) and sorted([*source, *target]) == list(range(10))
-  again = meta.class_split(10, num_target=4, seed=3)
+  again = reptile.class_split(10, num_target=4, seed=3)
   assert np.array_equal(again[0], source) and np.array_equal(again[1], target)
-  assert any(not np.array_equal(meta.class_split(10, num_target=4, seed=s)[1], target)
+  assert any(not np.array_equal(reptile.class_split(10, num_target=4, seed=s)[1], target)
              for s in range(4, 8))
-  ep = meta.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=7)
-  same = meta.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=7)
-  other = meta.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=8)
+  ep = reptile.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=7)
+  same = reptile.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=7)
+  other = reptile.sample_episode(x, y, classes=source, ways=4, shots=2, queries=3, seed=0, episode=8)
   np.testing.assert_array_equal(ep["support"]["image"], same["support"]["image"])
   assert not np.array_equal(ep["support"]["image"], other["support"]["image"])
   assert len(set(ep["classes"])) == 4 and set(ep["classes"]) <= set(source)
@@ -147,7 +148,7 @@ def test_episodes_are_deterministic_distinct_and_class_disjoint():
   batch = sampler(shots=2, meta_batch=3)(5)
   assert batch["image"].shape == (3, WAYS * 2, 64) and batch["label"].shape == (3, WAYS * 2)
   with pytest.raises(ValueError, match="5-way episodes need"):
-    meta.sample_episode(x, y, classes=target, ways=5, shots=1, seed=0, episode=0)
+    reptile.sample_episode(x, y, classes=target, ways=5, shots=1, seed=0, episode=0)
 
 
 @pytest.mark.parametrize("cosine", [True, False])

@@ -8,7 +8,8 @@ import pytest
 import support as testing
 
 from jtransfer import models
-from jtransfer.tasks import dann
+from jtransfer.methods.adapt import dann, domain_head, grl
+from jtransfer.methods.adapt import source as streams
 from jtransfer.train.inputs import ArraySource
 
 
@@ -32,7 +33,7 @@ def _source(adversarial=True):
   target_eval = ArraySource(_arrays(8, 2, 1.0), _arrays(6, 3, 1.0), batch_size=4, eval_batch_size=3,
                             num_classes=3)
   target = _images_only(_arrays(16, 4, 1.0)[0], 4)
-  return dann.DomainAdaptationSource(labeled, target, target_eval, adversarial=adversarial)
+  return streams.DomainAdaptationSource(labeled, target, target_eval, adversarial=adversarial)
 
 
 def test_train_batches_carry_target_images_and_lambda_follows_the_step():
@@ -40,12 +41,12 @@ def test_train_batches_carry_target_images_and_lambda_follows_the_step():
   batch = next(it)
   assert set(batch) == {"image", "label", "target_image"}  # no per-example λ array
   assert batch["target_image"].shape == (4, 8, 8, 3)
-  lams = [float(dann.lambda_at(step, 10, "paper")) for step in (0, 1, 2, 20)]
+  lams = [float(grl.lambda_at(step, 10, "paper")) for step in (0, 1, 2, 20)]
   np.testing.assert_allclose(lams, [2 / (1 + np.exp(-10 * p)) - 1 for p in (0, 0.1, 0.2, 1.0)],
                              rtol=1e-6)
-  traced = jax.jit(lambda s: dann.lambda_at(s, 10, "paper"))(jnp.int32(2))  # from state.step
+  traced = jax.jit(lambda s: grl.lambda_at(s, 10, "paper"))(jnp.int32(2))  # from state.step
   assert float(traced) == pytest.approx(lams[2])
-  assert float(dann.lambda_at(7, 10, 0.3)) == pytest.approx(0.3)
+  assert float(grl.lambda_at(7, 10, 0.3)) == pytest.approx(0.3)
 
 
 def test_eval_is_on_the_target_and_source_only_has_no_target():
@@ -60,12 +61,12 @@ def test_label_sets_must_match():
   labeled = ArraySource(_arrays(8, 0), _arrays(8, 1), batch_size=4, eval_batch_size=4, num_classes=3)
   other = ArraySource(_arrays(8, 0), _arrays(8, 1), batch_size=4, eval_batch_size=4, num_classes=5)
   with pytest.raises(ValueError, match="same label set"):
-    dann.DomainAdaptationSource(labeled, _images_only(_arrays(8, 0)[0], 4), other)
+    streams.DomainAdaptationSource(labeled, _images_only(_arrays(8, 0)[0], 4), other)
 
 
 def test_domain_gradient_reaches_the_backbone_reversed():
   model = models.create("resnet18", num_classes=3, small_stem=True, base_planes=4)
-  head = dann.DomainHead((8,))
+  head = domain_head.DomainHead((8,))
   batch = next(_source().train_iterator(seed=0, start_step=0, process_index=0, process_count=1))
   v = model.init(testing.init_key(), batch["image"])
   params = {**v["params"], "domain_head": head.init(jax.random.key(1), jnp.zeros((1, 32)))["params"]}

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jtransfer.tasks.dann import dann_lambda, gradient_reversal
+from jtransfer.methods.adapt.grl import dann_lambda, gradient_reversal
 
 
 def test_forward_is_identity():

@@ -9,8 +9,9 @@ import orbax.checkpoint as ocp
 import pytest
 import support as testing
 
-from jtransfer import configs_path, models, optim, weights
-from jtransfer.tasks import dann
+from jtransfer import configs_path, methods, models, optim, weights
+from jtransfer.methods.adapt import dann, domain_head
+from jtransfer.methods.adapt import source as streams
 from jtransfer.train import config as config_lib
 from jtransfer.train import evaluate, inputs, parallel, trainer, writers
 
@@ -61,7 +62,7 @@ def _dann_source(config, target):
   target_eval = inputs.ArraySource((1.5 * tx + 1, np.zeros(8, np.int32)), (1.5 * txe + 1, tye),
                                    batch_size=8, eval_batch_size=8, num_classes=4,
                                    class_names=("a", "b", "c", "d"))
-  return dann.DomainAdaptationSource(labeled, target, target_eval)
+  return streams.DomainAdaptationSource(labeled, target, target_eval)
 
 
 def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(tmp_path):
@@ -70,7 +71,8 @@ def test_dann_trains_the_domain_head_from_label_free_target_and_evaluates_on_it(
   target = _LabelFreeTarget(1.5 * ti + 1, batch_size=8)
   source = _dann_source(config, target)
   workdir = str(tmp_path)
-  result = trainer.train_and_evaluate(config, workdir, source=source)
+  result = trainer.train_and_evaluate(config, workdir, source=source,
+                                      task=methods.task_for(config))
 
   assert target.batches >= config.train.num_steps  # the target stream fed every step
   lines = writers.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -120,7 +122,7 @@ def test_real_config_parses_and_runs_two_steps(tmp_path):
   config.train.log_every = 1
   config.train.progress = False
   config.train.tensorboard = False
-  result = trainer.train_and_evaluate(config, str(tmp_path))
+  result = trainer.train_and_evaluate(config, str(tmp_path), task=methods.task_for(config))
   assert result["step"] == 2
   assert result["eval"]["num_examples"] == 450  # UCI digits' test split, not MNIST's
   first = writers.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))[0]
@@ -132,11 +134,11 @@ def test_target_data_config_keeps_the_pipeline_and_drops_label_uses():
   config.data.shots = 5
   config.data.mixup_alpha = 0.2
   config.adapt.target_split = "train[:50%]"
-  t = dann.target_data_config(config)
+  t = streams.target_data_config(config)
   assert (t.dataset, t.train_split, t.eval_split) == ("uci_digits", "train[:50%]", "test")
   assert (t.image_size, t.batch_size) == (config.data.image_size, config.data.batch_size)
   assert t.shots is None and t.mixup_alpha == 0.0 and config.data.dataset == "mnist5k"
-  stream = dann.images_only(inputs.ArraySource(*testing.tiny_arrays(num_train=8, num_eval=4),
+  stream = streams.images_only(inputs.ArraySource(*testing.tiny_arrays(num_train=8, num_eval=4),
                                                batch_size=4, eval_batch_size=4))
   batch = next(stream(seed=0, start_step=0, process_index=0, process_count=1))
   assert set(batch) == {"image"}
@@ -169,15 +171,15 @@ def _head_params():
 def test_domain_head_is_trained_under_any_preset_and_a_probe_is_refused():
   params = _head_params()
   last = optim.phases(optim.get_freezing_config("last_stages", k=1), spec=models.get_spec("resnet18"))
-  (phase,) = dann.with_trained_domain_head(last, params, head=r"^fc/")
+  (phase,) = domain_head.with_trained_domain_head(last, params, head=r"^fc/")
   labels = optim.label_params(params, phase.param_rules)
   assert labels["domain_head"]["out"]["kernel"] != optim.FROZEN
   assert labels["conv1"]["kernel"] == optim.FROZEN
   full = optim.phases(optim.get_freezing_config("full_ft"), spec=models.get_spec("resnet18"))
-  assert dann.with_trained_domain_head(full, params, head=r"^fc/") == full  # '.*' already trains it
+  assert domain_head.with_trained_domain_head(full, params, head=r"^fc/") == full  # '.*' already trains it
   probe = optim.phases(optim.get_freezing_config("linear_probe"), spec=models.get_spec("resnet18"))
   with pytest.raises(ValueError, match="no phase trains a backbone parameter.*source_only"):
-    dann.with_trained_domain_head(probe, params, head=r"^fc/", strategy="linear_probe")
+    domain_head.with_trained_domain_head(probe, params, head=r"^fc/", strategy="linear_probe")
   gradual = optim.phases(optim.get_freezing_config("gradual_unfreezing", unfreeze_steps=(5,)),
                          spec=models.get_spec("resnet18"))
-  assert len(dann.with_trained_domain_head(gradual, params, head=r"^fc/")) == 2  # a later phase trains layer4
+  assert len(domain_head.with_trained_domain_head(gradual, params, head=r"^fc/")) == 2  # a later phase trains layer4

@@ -15,7 +15,8 @@ SCRIPT = r"""
 import json
 import jax
 import numpy as np
-from jtransfer import optim, tasks
+from jtransfer import optim
+from jtransfer.train.task import Task
 from jtransfer.train import parallel, trainer
 import support as testing
 
@@ -30,7 +31,7 @@ for impl, (name, par) in [(impl, p) for impl in ("xla", "auto") for p in pars]:
   model = trainer.build_model(config.model, 4)
   variables, _ = trainer.init_variables(model, config.model, source.info.image_shape, 0)
   phases = optim.phases(config)
-  extra = trainer.extra_inputs(config, tasks.Task(config), variables)
+  extra = trainer.extra_inputs(config, Task(config), variables)
   setup = trainer.Phases(config=config, task=None, phases=phases, params=variables["params"],
                          num_classes=4, par=par).at(0)
   state = par.put_state(trainer.create_state(variables, setup.tx, ema=False))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import support
 
-from jtransfer import optim, tasks, weights
+from jtransfer import optim, weights
 from jtransfer.train import parallel, programs, trainer
+from jtransfer.train.task import Task
 
 
 def _run(config, path, seed: int) -> tuple[dict, dict]:
@@ -74,7 +75,7 @@ def test_a_rule_with_its_own_learning_rate_keys_the_program_on_the_base_one():
     config.optim.lr = lr
     for name, rules in (("own", own), ("plain", plain)):
       phase = optim.Phase(start_step=0, param_rules=tuple(rules))
-      keys[name, lr] = trainer.program_key(config, tasks.Task(config), phase, params, 10, par)
+      keys[name, lr] = trainer.program_key(config, Task(config), phase, params, 10, par)
   assert keys["plain", 0.1] == keys["plain", 0.2]
   assert keys["own", 0.1] != keys["own", 0.2]
 

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtransfer import optim, tasks
+from jtransfer import optim
 from jtransfer.train import config as config_lib
 from jtransfer.train import losses, parallel, trainer
 from jtransfer.train.state import TrainState
+from jtransfer.train.task import Task
 
 
 class _Toy(nn.Module):
@@ -105,7 +106,7 @@ def _one_update(config, params, stats, batch):
   par = parallel.create("jit")
   step = trainer.make_train_step(config, _Toy(), tx, mask, par)
   state = par.put_state(TrainState.create(params=params, batch_stats=stats, tx=tx))
-  extra = par.put_extra(trainer.extra_inputs(config, tasks.Task(config), {"params": params}))
+  extra = par.put_extra(trainer.extra_inputs(config, Task(config), {"params": params}))
   new, metrics = step(state, par.put_batch(batch), extra)
   return jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.params, params), metrics
 

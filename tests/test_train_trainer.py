@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import support as testing
 
-from jtransfer import optim, weights
+from jtransfer import methods, optim, weights
 from jtransfer.train import checkpointing, evaluate, parallel, trainer, writers
 
 
@@ -147,6 +147,14 @@ def test_accumulation_matches_the_full_batch_and_ema_is_what_is_exported(tmp_pat
   assert not np.allclose(ema, params)
 
 
+def test_a_config_naming_a_method_needs_its_task(tmp_path):
+  config = testing.tiny_config()
+  config.loss.distill.teacher = "/nowhere/export"
+  with pytest.raises(ValueError, match=r"names the method 'distill'.*task_for"):
+    trainer.train_and_evaluate(config, str(tmp_path), source=testing.tiny_source())
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
 def test_distillation_in_bf16_from_a_wider_teachers_export(finished_run, tmp_path):
   _, source, teacher_dir, _ = finished_run  # a resnet18 teacher with 8 base planes
   # (any arch: its model.json names it; tests/test_train_losses.py distills resnet34 into resnet18)
@@ -155,7 +163,8 @@ def test_distillation_in_bf16_from_a_wider_teachers_export(finished_run, tmp_pat
   config.model.dtype = "bfloat16"
   config.loss.distill.teacher = os.path.join(teacher_dir, "export")  # arch from its model.json
   config.loss.distill.alpha = 0.25
-  result = trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  result = trainer.train_and_evaluate(config, str(tmp_path), source=source,
+                                      task=methods.task_for(config))
   lines = writers.read_jsonl(str(tmp_path / "metrics.jsonl"))
   assert all(np.isfinite(l["train/distill_kl"]) for l in lines if "train/loss" in l)
   assert np.isfinite(result["eval"]["loss"])

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from jtransfer import zeroshot
-from jtransfer.zeroshot import attributes, eszsl
+from jtransfer.methods import zeroshot
+from jtransfer.methods.zeroshot import attributes, eszsl
 
 
 def _vectorised_lstsq(x, y_pm, s, gamma, lam):

@@ -6,7 +6,7 @@ Torr 2015), beside a supervised ridge probe on the same features.
 The demo's model, data and preprocessing (Lite0 `pkg:efficientnet_lite0`, UCI digits at 32 px,
 pool = first 80 % of train). `zeroshot`: per seed the ten digits are cut into 3 disjoint unseen
 sets (`zeroshot.class_splits`), ESZSL is fitted on the pool's seen-class features with the
-hand-made digit attributes (`jtransfer/zeroshot/digit_attributes.csv`, each attribute defined
+hand-made digit attributes (`jtransfer/methods/zeroshot/digit_attributes.csv`, each attribute defined
 there), (γ, λ) chosen on seen-class folds, and scored once on the test split (ZSL and generalised
 ZSL, chance beside each): `zeroshot.md`. The ridge cells (all classes seen, 3 seeds) are the
 supervised reference and fill the feature cache the section reads.

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jtransfer import models, optim, tasks
+from jtransfer import methods, models, optim
 from jtransfer.train import fields, inputs, trainer
 
 
@@ -162,7 +162,7 @@ class CostMeter:
         cfg = cfg.copy_and_resolve_references()
         with cfg.unlocked():
           cfg.model = model_cfg
-      task = tasks.from_config(cfg)
+      task = methods.task_for(cfg)
       run = trainer.setup(cfg, run_dir, task=task, source=None, writer=None, ckpt=None)
       shape = run.source.info.image_shape
       b = run.source.batch_size

@@ -26,6 +26,7 @@ from typing import Callable, TextIO
 
 import numpy as np
 
+from jtransfer import methods
 from jtransfer import workdir as wd
 from jtransfer.benchmark import (
   compiles,
@@ -48,13 +49,14 @@ def ensure_pretrained(config, workdir: str, stream: TextIO) -> str:
   if not config.pretrain.enabled:
     return config.base.model.init
   run_dir = os.path.join(workdir, "pretrain")
-  export = os.path.join(run_dir, "export")
-  if os.path.exists(os.path.join(run_dir, "result.json")) and os.path.isdir(export):
+  export = wd.RunDir(run_dir).export
+  if wd.RunDir(run_dir).finished():
     print(f"[benchmark] reusing pretrained weights {export}", file=stream, flush=True)
     return export
   print(f"[benchmark] pretraining {config.pretrain.config.model.arch} on "
         f"{config.pretrain.config.data.dataset} -> {export}", file=stream, flush=True)
-  result = trainer.train_and_evaluate(config.pretrain.config, run_dir)
+  result = trainer.train_and_evaluate(config.pretrain.config, run_dir,
+                                      task=methods.task_for(config.pretrain.config))
   print(f"[benchmark] pretrained: {config.pretrain.config.data.dataset} test top-1 "
         f"{result['eval']['top1'] * 100:.1f}% in {result['wall_s']:.0f} s", file=stream, flush=True)
   return export
@@ -134,8 +136,7 @@ def _run_cell(ctx: kinds.Context, cell: schema.Cell, trials_done: dict) -> dict:
          "run_dir": chosen.get("run_dir")}
   kind.finish_row(ctx, cell, chosen, row)
   if kind.exports:
-    with open(os.path.join(chosen["run_dir"], "config.json")) as f:
-      row["config"] = json.load(f)
+    row["config"] = wd.RunDir(chosen["run_dir"]).read_config().to_dict()
   else:
     row["config"] = json.loads(ctx.cell_config(cell, point=chosen["point"], splits=splits)
                                .to_json_best_effort())

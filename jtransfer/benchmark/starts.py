@@ -16,7 +16,7 @@ start's own ``overrides`` applied, beginning from the benchmark's pretrained wei
 
 - ``'train'``: the trainer on the source (``train.train_and_evaluate``), i.e. supervised
   intermediate training, the control a meta-learned start has to beat.
-- ``'reptile'``: first-order meta-learning (``jtransfer.meta.reptile``, Nichol et al. 2018) on
+- ``'reptile'``: first-order meta-learning (``jtransfer.methods.reptile``, Nichol et al. 2018) on
   N-way K-shot episodes of the source's examples (eval preprocessing, deterministic in the
   start's ``train.seed`` and the episode), with the base experiment's model, freezing rules,
   optimizer (its schedule spans ``inner_steps``; fresh state per episode) and loss. ``ARGS``
@@ -38,9 +38,10 @@ from typing import Any, Callable, TextIO
 from ml_collections import config_dict
 import numpy as np
 
-from jtransfer import meta, models, weights
+from jtransfer import methods, models, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import features
+from jtransfer.methods import reptile
 from jtransfer.train import trainer
 from jtransfer.train.config import apply_overrides
 
@@ -91,8 +92,8 @@ def check(config) -> None:
         raise ValueError(f"{where}: ways={a['ways']} must be >= 2")
       if not 0 < float(a["meta_lr"]) <= 1:
         raise ValueError(f"{where}: meta_lr={a['meta_lr']!r} must be in (0, 1]")
-      if a["head_init"] not in meta.HEAD_INITS:
-        raise ValueError(f"{where}: head_init={a['head_init']!r}; known {meta.HEAD_INITS}")
+      if a["head_init"] not in reptile.HEAD_INITS:
+        raise ValueError(f"{where}: head_init={a['head_init']!r}; known {reptile.HEAD_INITS}")
       if a["head_init"] == "zero" and a["inner_steps"] < 2:
         raise ValueError(f"{where}: a zero head passes no gradient on the first inner step; "
                          "use inner_steps >= 2")
@@ -118,9 +119,9 @@ def ensure(config, workdir: str, *, pretrained: str, stream: TextIO,
   out = {}
   for name in dict(config.get("starts") or {}):
     run_dir = os.path.join(workdir, "starts", name)
-    out[name] = os.path.join(run_dir, "export")
-    done = os.path.join(run_dir, "result.json")
-    if os.path.exists(done):
+    rd = wd.RunDir(run_dir)
+    out[name] = rd.export
+    if os.path.exists(rd.result_json):
       print(f"[benchmark] reusing start {name!r} ({out[name]})", file=stream, flush=True)
       continue
     s = config.starts[name]
@@ -129,13 +130,13 @@ def ensure(config, workdir: str, *, pretrained: str, stream: TextIO,
           file=stream, flush=True)
     t0 = clock()
     if s.kind == "train":
-      result = trainer.train_and_evaluate(cfg, run_dir)
+      result = trainer.train_and_evaluate(cfg, run_dir, task=methods.task_for(cfg))
       facts = {"source_top1": float(result["eval"]["top1"]), "steps": int(result["step"]),
                "examples_seen": int(result["step"]) * int(cfg.data.batch_size)}
     else:
       facts = _reptile(cfg, run_dir, _args(s), where=f"starts.{name}")
     facts.update(kind=s.kind, dataset=s.dataset, init=s.init, wall_s=clock() - t0)
-    wd.atomic_write_json(done, facts)
+    rd.write_result(facts)
     print(f"[benchmark] start {name!r} done in {facts['wall_s']:.0f} s: "
           f"{json.dumps({k: v for k, v in facts.items() if k != 'wall_s'}, default=str)}",
           file=stream, flush=True)
@@ -151,9 +152,9 @@ def _reptile(cfg: Any, run_dir: str, a: dict, *, where: str) -> dict:
                      f"{cfg.data.dataset}/{cfg.data.train_split}")
   run = trainer.plain_phase(cfg, a["ways"], x.shape[1:], total_steps=a["inner_steps"],
                             where=where)
-  sample = meta.episode_sampler(x, y, classes=classes, ways=a["ways"], shots=a["shots"],
+  sample = reptile.episode_sampler(x, y, classes=classes, ways=a["ways"], shots=a["shots"],
                                 seed=int(cfg.train.seed), meta_batch=a["meta_batch"])
-  params, stats, losses = meta.reptile(
+  params, stats, losses = reptile.reptile(
       run.variables["params"], run.variables["batch_stats"], loss_fn=run.loss_fn, tx=run.tx,
       mask=run.mask, sample=sample, inner_steps=a["inner_steps"], meta_steps=a["meta_steps"],
       meta_lr=float(a["meta_lr"]), anneal=bool(a["anneal"]),
@@ -163,12 +164,12 @@ def _reptile(cfg: Any, run_dir: str, a: dict, *, where: str) -> dict:
     t = int(np.argwhere(~np.isfinite(losses))[0][0])
     raise FloatingPointError(f"{where}: non-finite inner loss at meta step {t} ({run_dir})")
   os.makedirs(run_dir, exist_ok=True)
-  wd.atomic_write_text(os.path.join(run_dir, "config.json"),
-                       cfg.to_json_best_effort(indent=1, sort_keys=True))
+  rd = wd.RunDir(run_dir)
+  rd.write_config(cfg)
   np.save(os.path.join(run_dir, "inner_losses.npy"), losses)
   meta_json = models.meta(cfg.model, num_classes=a["ways"], class_names=[], step=a["meta_steps"])
-  weights.save({"params": params, "batch_stats": stats}, os.path.join(run_dir, "export"),
-               metadata=meta_json, overwrite=True)
+  weights.save({"params": params, "batch_stats": stats}, rd.export, metadata=meta_json,
+               overwrite=True)
   # The loss after adaptation (last inner step), over the first and last tenth of meta training:
   # what Reptile is meant to lower.
   tenth = max(1, len(losses) // 10)

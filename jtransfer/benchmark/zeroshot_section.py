@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jtransfer import zeroshot
+from jtransfer.methods import zeroshot
 
 KEYS = ("attributes", "splits", "seeds")
 

@@ -10,7 +10,8 @@ A run writes into ``workdir``: ``config.json``, ``metrics.jsonl`` and ``tensorbo
 again resumes from the latest checkpoint; a finished run only re-exports.
 
 What differs between supervised training, distillation and the adaptation methods is a ``Task``
-(``jtransfer.tasks``: streams, loss, extra modules, export filter); the model comes from its
+(``train/task.py``: streams, loss, extra modules, export filter; the methods' tasks live in
+``jtransfer/methods/`` and the caller passes one: ``methods.task_for(config)``); the model comes from its
 family's spec (``models.from_config``); the loop is a list of periodic actions (``train.loop``).
 The pieces, each usable alone: ``init_variables``, ``Phases`` (per-phase model, optimizer and
 compiled step), ``evaluate``, ``checkpointing.Checkpointer`` and ``loop``.
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jtransfer import models, optim, tasks, weights
+from jtransfer import models, optim, weights
 from jtransfer import workdir as wd
 from jtransfer.train import checkpointing, loop, parallel, programs, writers
 from jtransfer.train import config as config_lib
@@ -40,6 +41,7 @@ from jtransfer.train import evaluate as evaluate_lib
 from jtransfer.train.loop import NonFiniteLossError
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step as make_step_fn
+from jtransfer.train.task import Task, method_of
 
 
 def build_model(model_cfg: Any, num_classes: int | None, *, frozen_bn: tuple[str, ...] = (),
@@ -88,9 +90,8 @@ def plain_phase(config: Any, num_classes: int, image_shape: tuple[int, ...], *,
                 total_steps: int, where: str) -> PlainPhase:
   """``config``'s model, freezing, optimizer and loss as one ``PlainPhase``; ``where`` names
   the caller in the errors (only the supervised task, one freezing phase, no L2-SP)."""
-  task = tasks.from_config(config)
-  if type(task) is not tasks.Task:
-    raise ValueError(f"{where} runs the supervised task only, not {type(task).__name__}")
+  if method_of(config) is not None:
+    raise ValueError(f"{where} runs the supervised task only, not {method_of(config)!r}")
   phases = optim.phases(config)
   if len(phases) != 1:
     raise ValueError(f"{where} takes one freezing phase; {config.freezing.strategy!r} has "
@@ -105,7 +106,7 @@ def plain_phase(config: Any, num_classes: int, image_shape: tuple[int, ...], *,
                       frozen_bn=optim.frozen_bn_patterns(labels, config.freezing.bn_mode))
   mask = optim.trainable_mask(labels)
   tx = optim.build_optimizer(config.optim, rules, variables["params"], total_steps=total_steps)
-  loss_fn = task.loss_fn(model, step=0, extra={}, l2sp=None, trainable=mask)
+  loss_fn = Task(config).loss_fn(model, step=0, extra={}, l2sp=None, trainable=mask)
   return PlainPhase(variables, model, mask, tx, loss_fn)
 
 
@@ -121,7 +122,7 @@ def make_train_step(config: Any, model: Any, tx: Any, mask: Any, par: Any, *,
   (``programs``). The task's loss is built inside the step, so it can follow ``state.step`` (a
   schedule over training progress).
   """
-  task = task if task is not None else tasks.Task(config)
+  task = task if task is not None else Task(config)
   fz = config.freezing
   use_l2sp = bool(fz.l2sp_alpha or fz.l2sp_beta_head)
   head = optim.head_pattern(config) if use_l2sp else None
@@ -188,7 +189,7 @@ class Phases:
                                       total_steps=self.config.train.num_steps,
                                       schedule_start=self.phases[index].schedule_start,
                                       lr_input=True)
-      task = self.task if self.task is not None else tasks.Task(self.config)
+      task = self.task if self.task is not None else Task(self.config)
       key = program_key(self.config, task, self.phases[index], self.params, self.num_classes,
                         self.par)
       model, tx, mask = self.model, self.tx, optim.trainable_mask(labels)
@@ -379,8 +380,11 @@ def _evaluators(run: Run) -> dict:
   return {"classification": classification}
 
 
-def export(run: Run, facts: dict, *, wall_s: float) -> dict:
-  """Writes ``export/`` (the best or last checkpoint's variables) and ``result.json``."""
+def export(run: Run, facts: dict, *, wall_s: float,
+           on_export: Callable[[dict, dict], None] | None = None) -> dict:
+  """Writes ``export/`` (the best or last checkpoint's variables) and ``result.json``; hands the
+  exported variables and the result to ``on_export`` (in memory: a caller that evaluates them
+  next need not read them back)."""
   tc = run.config.train
   run.ckpt.wait()
   export_step = run.ckpt.best_step() if tc.export == "best" else run.ckpt.latest_step()
@@ -402,23 +406,31 @@ def export(run: Run, facts: dict, *, wall_s: float) -> dict:
   if run.is_main:
     meta = models.meta(run.config.model, num_classes=run.num_classes,
                        class_names=info.class_names, step=int(export_step))
-    weights.save(exported, os.path.join(run.workdir, "export"), metadata=meta, overwrite=True)
-    wd.atomic_write_json(os.path.join(run.workdir, "result.json"), writers.jsonable(result))
+    rd = wd.RunDir(run.workdir)
+    weights.save(exported, rd.export, metadata=meta, overwrite=True)
+    rd.write_result(writers.jsonable(result))
   parallel.sync("export")
+  if on_export is not None:
+    on_export(exported, result)
   return result
 
 
 def train_and_evaluate(config: Any, workdir: str, *, source: Any = None, task: Any = None,
-                       clock: Callable[[], float] = time.monotonic) -> dict:
+                       clock: Callable[[], float] = time.monotonic,
+                       on_export: Callable[[dict, dict], None] | None = None) -> dict:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the result.
 
   Args:
     config: the experiment config (``train.config.get_base_config()`` and its experiment file).
     workdir: where the run's record, checkpoints and export go.
-    source: the data; default: the task's (``tasks.from_config(config).source()``). Tests pass
-      an ``inputs.ArraySource``.
-    task: default ``tasks.from_config(config)``.
+    source: the data; default: the task's (``task.source()``). Tests pass an
+      ``inputs.ArraySource``.
+    task: what the run optimises: ``methods.task_for(config)`` when the config names a method
+      (distillation, adaptation); default the supervised ``Task(config)``, and an error
+      when the config names a method but no task is passed.
     clock: seconds, for img/s and progress (tests pass a fake one).
+    on_export: called with the exported variables (host arrays) and the result, after
+      ``export/`` and ``result.json`` are written (the benchmark evaluates them in memory).
 
   Returns the content of ``result.json``: the exported step, its eval metrics, and run facts (or,
   when the cluster signals preemption, ``{'step', 'preempted': True}`` after a checkpoint).
@@ -435,17 +447,27 @@ def train_and_evaluate(config: Any, workdir: str, *, source: Any = None, task: A
       stack.enter_context(wd.WorkdirLock(workdir))  # a second run on this workdir stops here
     wd.check_identity(workdir, config)  # nothing in the workdir changes before this passes
     parallel.sync("workdir")
-    task = task if task is not None else tasks.from_config(config)
+    task = task if task is not None else _supervised(config)
     return _train_in(config, workdir, task=task, source=source, clock=clock,
-                     start_time=start_time)
+                     start_time=start_time, on_export=on_export)
+
+
+def _supervised(config: Any) -> Task:
+  name = method_of(config)
+  if name is not None:
+    raise ValueError(f"the config names the method {name!r} (adapt.method / loss.distill.teacher); "
+                     "pass its task: train_and_evaluate(config, workdir, "
+                     "task=jtransfer.methods.task_for(config))")
+  return Task(config)
 
 
 def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Callable[[], float],
-              start_time: float) -> dict:
+              start_time: float, on_export: Callable[[dict, dict], None] | None) -> dict:
   """``train_and_evaluate`` once the workdir is locked and its identity checked."""
   tc = config.train
   is_main = jax.process_index() == 0
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep,
+  rd = wd.RunDir(workdir)
+  ckpt = checkpointing.Checkpointer(rd.checkpoints, keep=tc.keep,
                                     best_metric=tc.best_metric, best_mode=tc.best_mode)
   if tc.resume_from_step is not None:
     logging.warning("Restarting from step %d: removed checkpoints %s", tc.resume_from_step,
@@ -454,9 +476,8 @@ def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Calla
     wd.write_identity(workdir, config)
     wd.cleanup_leftovers(workdir)
     # The lines after the restored step were written by a killed run and are about to be again.
-    wd.truncate_metrics(os.path.join(workdir, "metrics.jsonl"), ckpt.latest_step() or 0)
-    wd.atomic_write_text(os.path.join(workdir, "config.json"),
-                         config.to_json_best_effort(indent=1, sort_keys=True))
+    wd.truncate_metrics(rd.metrics, ckpt.latest_step() or 0)
+    rd.write_config(config)
   writer = writers.MetricWriter(workdir, enabled=is_main, tensorboard=tc.tensorboard)
   try:
     run = setup(config, workdir, task=task, source=source, writer=writer, ckpt=ckpt)
@@ -467,7 +488,7 @@ def _train_in(config: Any, workdir: str, *, task: Any, source: Any, clock: Calla
                       facts["step"])
       return {"step": int(facts["step"]), "preempted": True}
     writer.flush()
-    return export(run, facts, wall_s=clock() - start_time)
+    return export(run, facts, wall_s=clock() - start_time, on_export=on_export)
   except NonFiniteLossError as e:
     safe = [s for s in ckpt.all_steps() if s < e.step]
     e.args = (f"{e} Kept checkpoints before it: {safe}; restart from one with "

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jtransfer import workdir as wd
 from jtransfer.workdir import read_jsonl  # the one JSONL reader (tolerates a torn line)
 
 
@@ -46,14 +47,14 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = wd.RunDir(workdir).metrics
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     if tensorboard:
       from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow: slow)
-      self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = metric_writers.SummaryWriter(wd.RunDir(workdir).tensorboard)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:

@@ -8,9 +8,11 @@
       wd.truncate_metrics("workdirs/run/metrics.jsonl", restored_step)
       wd.atomic_write_text("workdirs/run/config.json", config.to_json_best_effort(indent=1))
 
-The pieces, each usable alone (``atomic.py``, ``lock.py``, ``identity.py``, ``jsonl.py``; this
-package gathers their public names):
+The pieces, each usable alone (``rundir.py``, ``atomic.py``, ``lock.py``, ``identity.py``,
+``jsonl.py``; this package gathers their public names):
 
+- ``RunDir``: the one owner of a run directory's layout (``config.json``, ``metrics.jsonl``,
+  ``checkpoints/``, ``export/``, ``result.json``); every writer and reader goes through it.
 - ``atomic_write_text``/``atomic_write_json``: every small file of a run (config, result, identity,
   class names, predictions) is written to a temp file beside it, fsynced and renamed over it, so a
   reader or a kill sees the old file or the new one, never a torn one.
@@ -53,8 +55,9 @@ from jtransfer.workdir.identity import (
 )
 from jtransfer.workdir.jsonl import read_jsonl, truncate_metrics
 from jtransfer.workdir.lock import LOCK_FILE, WorkdirInUseError, WorkdirLock
+from jtransfer.workdir.rundir import RunDir
 
-__all__ = ["IDENTITY_FILE", "LOCK_FILE", "WorkdirInUseError", "WorkdirLock",
+__all__ = ["IDENTITY_FILE", "LOCK_FILE", "RunDir", "WorkdirInUseError", "WorkdirLock",
            "WorkdirMismatchError", "atomic_write_bytes", "atomic_write_dir", "atomic_write_json",
            "atomic_write_text", "check_identity", "cleanup_leftovers", "fingerprint", "read_jsonl",
            "truncate_metrics", "write_identity"]

@@ -17,6 +17,7 @@ from absl import logging
 
 from jtransfer.train import fields as fields_lib
 from jtransfer.workdir.atomic import _json_default, atomic_write_json
+from jtransfer.workdir.rundir import RunDir
 
 IDENTITY_FILE = "identity.json"
 
@@ -88,7 +89,7 @@ def _recorded(workdir: str) -> dict | None:
   path = os.path.join(workdir, IDENTITY_FILE)
   legacy = not os.path.exists(path)
   if legacy:
-    path = os.path.join(workdir, "config.json")
+    path = RunDir(workdir).config_json
     if not os.path.exists(path):
       return None
   with open(path) as f:

@@ -6,8 +6,8 @@
 The cell's config is built as for 'train' (same model, freezing rules, optimizer, loss), and the
 cell's training examples (the few-shot draw from the pool, with the EVAL preprocessing: no random
 crop) are split across ``num_clients`` clients: IID for ``alpha = 0``, else label-skewed with a
-Dirichlet(α) (``federated.dirichlet_partition``). Each round every client runs ``local_steps``
-steps of ``data.batch_size // num_clients`` examples (``federated.make_fedavg_round``: the
+Dirichlet(α) (``fedavg.dirichlet_partition``). Each round every client runs ``local_steps``
+steps of ``data.batch_size // num_clients`` examples (``fedavg.make_fedavg_round``: the
 trainer's step function on the same loss, optimizer and trainable mask), and the server averages
 the trainable parameters by client example counts. ``train.num_steps // local_steps`` rounds, so
 the clients together see as many examples as the centralised 'train' cell of the same config
@@ -25,11 +25,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jtransfer import federated, models, weights
+from jtransfer import models, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import cost, evaluation, features
 from jtransfer.benchmark.kinds.base import Context, Kind
 from jtransfer.benchmark.kinds.trained import test_export
+from jtransfer.methods import fedavg
 from jtransfer.train import trainer
 from jtransfer.train.state import TrainState
 from jtransfer.train.step import make_train_step
@@ -48,8 +49,8 @@ def check_args(args: dict, where: str) -> None:
     raise ValueError(f"{where}: local_steps={a['local_steps']!r} must be an int >= 1")
   if float(a["alpha"]) < 0:
     raise ValueError(f"{where}: alpha={a['alpha']!r} must be >= 0 (0 = IID)")
-  if a["bn_stats"] not in federated.BN_STATS:
-    raise ValueError(f"{where}: bn_stats={a['bn_stats']!r}; known {federated.BN_STATS}")
+  if a["bn_stats"] not in fedavg.BN_STATS:
+    raise ValueError(f"{where}: bn_stats={a['bn_stats']!r}; known {fedavg.BN_STATS}")
 
 
 _COSTS: dict[str, dict] = {}  # per program (cost.program_key and the federation's shape)
@@ -89,29 +90,29 @@ def train(cfg: Any, run_dir: str, x: np.ndarray, y: np.ndarray, *, num_classes: 
   run = trainer.plain_phase(cfg, num_classes, x.shape[1:], total_steps=rounds * local,
                             where="fedavg")
   variables, mask = run.variables, run.mask
-  parts = (federated.iid_partition(len(y), k, seed=seed) if not float(a["alpha"]) else
-           federated.dirichlet_partition(y, k, alpha=float(a["alpha"]), seed=seed))
-  fed_round = federated.make_fedavg_round(run.loss_fn, run.tx, mask, local_steps=local,
+  parts = (fedavg.iid_partition(len(y), k, seed=seed) if not float(a["alpha"]) else
+           fedavg.dirichlet_partition(y, k, alpha=float(a["alpha"]), seed=seed))
+  fed_round = fedavg.make_fedavg_round(run.loss_fn, run.tx, mask, local_steps=local,
                                           bn_stats=a["bn_stats"], client_vmap=False)
-  state = federated.init_state(variables["params"], variables["batch_stats"], num_clients=k,
+  state = fedavg.init_state(variables["params"], variables["batch_stats"], num_clients=k,
                                bn_stats=a["bn_stats"])
   rng = jax.random.key(seed)
   for r in range(rounds):
-    b = federated.client_batches({"image": x, "label": y}, parts, batch_size=batch,
+    b = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=batch,
                                  local_steps=local, round_index=r, seed=seed)
     if r == 0:
-      costs = _costs(cfg, run, fed_round, state, b, federated.client_weights(parts), rng, a)
-    state, metrics = fed_round(state, b, federated.client_weights(parts), rng)
+      costs = _costs(cfg, run, fed_round, state, b, fedavg.client_weights(parts), rng, a)
+    state, metrics = fed_round(state, b, fedavg.client_weights(parts), rng)
     if not np.isfinite(float(metrics["loss"])):
       raise FloatingPointError(f"fedavg: non-finite loss in round {r} ({run_dir})")
   out = {"params": jax.tree.map(np.asarray, state.params),
          "batch_stats": jax.tree.map(np.asarray, state.batch_stats)}
   os.makedirs(run_dir, exist_ok=True)
-  wd.atomic_write_text(os.path.join(run_dir, "config.json"),
-                       cfg.to_json_best_effort(indent=1, sort_keys=True))
+  rd = wd.RunDir(run_dir)
+  rd.write_config(cfg)
   meta = models.meta(cfg.model, num_classes=num_classes, class_names=[], step=rounds * local)
-  weights.save(out, os.path.join(run_dir, "export"), metadata=meta, overwrite=True)
-  sent = federated.bytes_per_round(variables["params"], mask, num_clients=k,
+  weights.save(out, rd.export, metadata=meta, overwrite=True)
+  sent = fedavg.bytes_per_round(variables["params"], mask, num_clients=k,
                                    batch_stats=variables["batch_stats"],
                                    bn_stats=a["bn_stats"])["total"]
   facts = {"rounds": rounds, "clients": [len(p) for p in parts], "bytes_per_round": int(sent),

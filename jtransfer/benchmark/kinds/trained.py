@@ -6,18 +6,18 @@ and 'surgical' (one stage of the family and the head train; the stage is a searc
     v.surgical = schema.variant("surgical", search={"stage": (1, 7)})
 
 A trial is ``train.train_and_evaluate`` on the pool, evaluated on validation, in its own run dir
-(``runs/DATASET/VARIANT/shots-K/seed-S/POINT``); the chosen trial's export is evaluated on the
-test split and every shift.
+(``runs/DATASET/VARIANT/shots-K/seed-S/POINT``); the chosen trial's variables are evaluated on the
+test split and every shift. They come from memory (the trainer hands its export over, and the
+cell's trials are kept until its choice is tested), or from the run dir's ``export/`` after a
+restart.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 from ml_collections import config_dict
 
-from jtransfer import models, optim
+from jtransfer import methods, models, optim
+from jtransfer import workdir as wd
 from jtransfer.benchmark import evaluation
 from jtransfer.benchmark.kinds.base import Context, Kind
 from jtransfer.train import trainer
@@ -26,8 +26,33 @@ from jtransfer.train.config import apply_overrides
 
 def run_config(run_dir: str) -> config_dict.ConfigDict:
   """The config a trial's run dir records (``config.json``)."""
-  with open(os.path.join(run_dir, "config.json")) as f:
-    return config_dict.ConfigDict(json.load(f))
+  cfg = wd.RunDir(run_dir).read_config()
+  if cfg is None:
+    raise FileNotFoundError(f"{wd.RunDir(run_dir).config_json}: the trial's config is missing")
+  return cfg
+
+
+# The exported variables of the newest trials, by run dir, handed over by the trainer in memory
+# (``on_export``); the runner tests a cell's choice right after its trials, so a few suffice.
+_EXPORTS: dict[str, tuple[dict, dict]] = {}
+_KEEP = 8
+
+
+def _keep_export(run_dir: str):
+  def keep(variables: dict, result: dict) -> None:
+    _EXPORTS.pop(run_dir, None)
+    _EXPORTS[run_dir] = ({"num_classes": int(result["num_classes"])}, variables)
+    while len(_EXPORTS) > _KEEP:
+      _EXPORTS.pop(next(iter(_EXPORTS)))
+  return keep
+
+
+def exported(run_dir: str) -> tuple[dict, dict]:
+  """``(meta, variables)`` of a finished trial: from memory when this process trained it, else
+  from its ``export/``."""
+  if run_dir in _EXPORTS:
+    return _EXPORTS[run_dir]
+  return evaluation.load_export(wd.RunDir(run_dir).export)
 
 
 class Trained(Kind):
@@ -48,8 +73,9 @@ class Trained(Kind):
     run_dir = ctx.run_dir_of(cell, point)
     teacher = ctx.teacher(cell)
     cfg = ctx.cell_config(cell, point=point, splits=splits,
-                          teacher=os.path.join(teacher["run_dir"], "export") if teacher else "")
-    result = trainer.train_and_evaluate(cfg, run_dir)
+                          teacher=wd.RunDir(teacher["run_dir"]).export if teacher else "")
+    result = trainer.train_and_evaluate(cfg, run_dir, task=methods.task_for(cfg),
+                                        on_export=_keep_export(run_dir))
     steps = int(result["step"])
     return {"val": result["eval"], "run_dir": run_dir, "steps": steps,
             **ctx.meter.train(cfg, run_dir, steps)}
@@ -59,9 +85,10 @@ class Trained(Kind):
 
 
 def test_export(ctx: Context, cell, chosen: dict, splits) -> dict:
-  """The chosen trial's ``export/`` on the test split and every shift (its run's model config)."""
+  """The chosen trial's exported variables on the test split and every shift (its run's model
+  config)."""
   run_dir = chosen["run_dir"]
-  meta, variables = evaluation.load_export(os.path.join(run_dir, "export"))
+  meta, variables = exported(run_dir)
   cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
   return evaluation.on_test_and_shifts(ctx.config, cfg, run_config(run_dir).model,
                                        meta["num_classes"], variables, splits.test)
@@ -98,4 +125,4 @@ class Surgical(Trained):
       cfg.loss.distill.teacher = teacher
 
 
-__all__ = ["Surgical", "Trained", "run_config", "surgical_freezing", "test_export"]
+__all__ = ["Surgical", "Trained", "exported", "run_config", "surgical_freezing", "test_export"]

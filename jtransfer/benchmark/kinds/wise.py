@@ -1,119 +1,35 @@
-"""WiSE-FT: weight-space ensembles of a start model and its fine-tuned version, and the
-benchmark's 'wise' kind.
+"""The benchmark's 'wise' kind: WiSE-FT (``jtransfer/methods/wise_ft.py``) on a cell's fine-tune.
 
-    from jtransfer.benchmark.kinds import wise
-    mixed = wise.interpolate(pretrained, finetuned, 0.5, head_init=model.init(key, images))
-    logits, _ = model.apply(mixed, images, train=False)
-    v.wise_ft = schema.variant("wise", teacher="full_finetune", search={"alpha": (0.5, 1.0)})
+    v.wise_ft = schema.variant("wise", teacher="lp_ft", search={"alpha": (0, .25, .5, .75, 1)})
 
-θ(α) = (1 - α)·θ0 + α·θ1 for every leaf of the variables (Wortsman et al., "Robust fine-tuning of
-zero-shot models", CVPR 2022): α = 0 is the start model, α = 1 the fine-tuned one, and values in
-between often beat both out of distribution at little cost in distribution.
+Interpolation between this cell's ``teacher`` fine-tune's start point (the exact variables its
+run started from) and its export, α a search key chosen on validation; no training, so its cost
+is the teacher's. The paper's θ0 is a model whose head works — the zero-shot model, or for a
+supervised backbone the linear probe — so the teacher to name is an 'lp_ft' variant, whose start
+is the backbone with the converged probe's head (``kinds/lp_ft.py``): α = 0 is then the probe
+model exactly. Naming a plain 'train' fine-tune makes θ0 the backbone with a *random* head, which
+the paper does not do; the row says which (``wise_theta0``).
 
-BatchNorm statistics ('batch_stats': running mean and variance) are interpolated with the same α
-as the parameters. Weight-space ensembling means mixing the *whole* state that defines the
-function; the statistics are part of it (they are the normalisation the weights were trained
-with), and keeping either end's statistics would pair one model's weights with the other's
-activation scales. A convex combination of two positive variances stays positive, which is why α
-is restricted to [0, 1] (extrapolating could make a running variance negative).
-
-Strict: both trees must have the same leaves with the same shapes, and the error names the first
-leaf that differs. The one allowed difference is a leaf that only the fine-tuned tree has (a new
-head on a backbone whose pretraining head was dropped): its θ0 is taken from ``head_init``
-(e.g. the fine-tuned model's initialisation, or a linear-probe head); without it, an error.
-
-The kind ('wise', class ``WiSE``): interpolation between this cell's ``teacher`` fine-tune's start
-point (the exact variables its run started from: pretrained backbone and its seed's fresh head)
-and its export, α a search key; no training, so its cost is the teacher's.
+Besides the α chosen on validation, the row holds the whole curve: test and OOD top-1 at every α
+of the grid (``alpha_curve``), computed after the choice and never read by it — the paper reports
+α = 0.5 and the curve, and so does the report.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import numbers
-import os
-from typing import Any, Mapping
 
-from flax import traverse_util
-import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 
-from jtransfer.benchmark import evaluation
+from jtransfer.benchmark import evaluation, schema
 from jtransfer.benchmark.kinds.base import COST_FIELDS, Context, Kind
-from jtransfer.benchmark.kinds.trained import Trained, run_config
+from jtransfer.benchmark.kinds.trained import Trained, exported, run_config
+from jtransfer.methods.wise_ft import interpolate
 from jtransfer.train import inputs, trainer
 
-__all__ = ["WiSE", "interpolate"]
-
-
-def _flat(tree: Mapping) -> dict[str, Any]:
-  """Nested dicts (or FrozenDicts) -> {'params/layer1/0/conv1/kernel': leaf}, in the tree's order."""
-  return traverse_util.flatten_dict(tree, sep="/")
-
-
-def _check_alpha(alpha) -> float:
-  if (not isinstance(alpha, numbers.Real) or isinstance(alpha, bool)
-      or not 0.0 <= float(alpha) <= 1.0):
-    raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-  return float(alpha)
-
-
-def _check_float(path: str, leaf: Any, which: str) -> None:
-  if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-    raise TypeError(f"{path}: {which} leaf has dtype {jnp.result_type(leaf)}; only floating-point "
-                    "leaves can be interpolated")
-
-
-def interpolate(start_variables: Mapping, finetuned_variables: Mapping, alpha: float, *,
-                head_init: Mapping | None = None) -> dict[str, Any]:
-  """(1 - alpha)·start + alpha·finetuned, leaf by leaf, over every collection (params, batch_stats).
-
-  Returns plain nested dicts in the fine-tuned tree's layout, each leaf in the fine-tuned leaf's
-  dtype (computed in float32, or float64 for float64 leaves, by NumPy on the host). alpha = 0 and
-  alpha = 1 return the start and fine-tuned leaves bitwise. Raises ValueError naming the first
-  leaf path ('params/fc/kernel') that is missing, extra or mis-shaped; a leaf only in the
-  fine-tuned tree takes its start value from ``head_init`` (same path and shape), else it is an
-  error too.
-  """
-  alpha = _check_alpha(alpha)
-  start, tuned = _flat(start_variables), _flat(finetuned_variables)
-  extra = [p for p in start if p not in tuned]
-  if extra:
-    raise ValueError(f"{extra[0]}: in the start variables but not in the fine-tuned ones "
-                     f"({len(extra)} such leaves)")
-  heads = _flat(head_init) if head_init is not None else {}
-  out = {}
-  for path, theta1 in tuned.items():
-    if path in start:
-      theta0, source = start[path], "start"
-    elif path in heads:
-      theta0, source = heads[path], "head_init"
-    elif head_init is None:
-      raise ValueError(f"{path}: only in the fine-tuned variables (a new head?); pass head_init= "
-                       "variables to take its start value from")
-    else:
-      raise ValueError(f"{path}: only in the fine-tuned variables, and head_init lacks it too")
-    if np.shape(theta0) != np.shape(theta1):
-      raise ValueError(f"{path}: shape {tuple(np.shape(theta0))} in {source} but "
-                       f"{tuple(np.shape(theta1))} in the fine-tuned variables")
-    _check_float(path, theta0, source)
-    _check_float(path, theta1, "fine-tuned")
-    dtype = jnp.result_type(theta1)
-    if alpha == 0.0:
-      # Exact endpoints: (1 - 0)·θ0 + 0·θ1 would turn an inf/nan in θ1 into nan.
-      out[path] = jnp.asarray(theta0, dtype)
-    elif alpha == 1.0:
-      out[path] = jnp.asarray(theta1, dtype)
-    else:
-      # On the host, in NumPy: eager jnp ops would compile ~4 programs per distinct leaf shape
-      # (~100 for EfficientNet-Lite0, 4 s on 2 cores), for a few million multiply-adds.
-      compute = np.float64 if dtype == jnp.float64 else np.float32
-      mixed = ((1.0 - alpha) * np.asarray(theta0, compute)
-               + alpha * np.asarray(theta1, compute))
-      out[path] = jnp.asarray(mixed.astype(dtype))
-  return traverse_util.unflatten_dict(out, sep="/")
+__all__ = ["WiSE"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,7 +45,7 @@ def _start_variables(cfg_json: str, num_classes: int) -> dict:
 def _ends(teacher: dict):
   """WiSE-FT's ends: the teacher run's initial variables and its exported (fine-tuned) ones,
   with the teacher run's config (its ``config.json``, read once)."""
-  meta, tuned = evaluation.load_export(os.path.join(teacher["run_dir"], "export"))
+  meta, tuned = exported(teacher["run_dir"])
   cfg = run_config(teacher["run_dir"])
   start = _start_variables(cfg.to_json_best_effort(sort_keys=True), int(meta["num_classes"]))
   return start, meta, tuned, cfg
@@ -140,6 +56,9 @@ class WiSE(Kind):
 
   name = "wise"
   arg_names = frozenset({"alpha"})
+
+  def __init__(self):
+    self._curves: dict[str, dict] = {}  # cell id -> alpha -> test/OOD top-1, test to row
   needs_teacher = takes_teacher = True
   teacher_kinds = (Trained,)
 
@@ -162,12 +81,27 @@ class WiSE(Kind):
     return {"val": val, **{k: teacher[k] for k in COST_FIELDS}}
 
   def test(self, ctx: Context, cell, chosen, splits) -> dict:
-    model_cfg, num_classes, mixed, _ = self._mixed(ctx, cell, chosen["point"])
+    """The chosen α on test and the shifts; then (the choice made) every α of the grid, kept
+    for the row's ``alpha_curve``."""
     cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
-    return evaluation.on_test_and_shifts(ctx.config, cfg, model_cfg, num_classes, mixed,
-                                         splits.test)
+    out, curve = None, {}
+    for point in [chosen["point"]] + [p for p in schema.points(ctx.variant(cell))
+                                      if p != chosen["point"]]:
+      model_cfg, num_classes, mixed, _ = self._mixed(ctx, cell, point)
+      scores = evaluation.on_test_and_shifts(ctx.config, cfg, model_cfg, num_classes, mixed,
+                                             splits.test)
+      out = scores if out is None else out
+      ood = [float(m["top1"]) for k, m in scores.items() if k is not None]
+      alpha = float(ctx.args(cell, point).get("alpha", 1.0))
+      curve[alpha] = {"test_top1": float(scores[None]["top1"]),
+                      "ood_mean": float(np.mean(ood)) if ood else None}
+    self._curves[cell.id] = dict(sorted(curve.items()))
+    return out
 
   def finish_row(self, ctx: Context, cell, chosen, row) -> None:
+    row["alpha_curve"] = {str(a): c for a, c in self._curves.pop(cell.id, {}).items()}
+    row["wise_theta0"] = ("probe" if ctx.config.variants[ctx.variant(cell).teacher].kind == "lp_ft"
+                          else "random head")
     teacher = ctx.teacher(cell)  # zero extra training: its cost is the teacher's
     row["search_gflops"] = teacher["search_gflops"]
     row["wall_s"] += teacher["wall_s"]

@@ -1,14 +1,14 @@
 """Federated fine-tuning with FedAvg (McMahan et al., AISTATS 2017): local steps, a weighted mean.
 
-    parts = federated.dirichlet_partition(labels, num_clients=8, alpha=0.5, seed=0)
-    fed_round = federated.make_fedavg_round(loss_fn, tx, mask, local_steps=5)
-    state = federated.init_state(params, batch_stats, num_clients=8)
+    parts = fedavg.dirichlet_partition(labels, num_clients=8, alpha=0.5, seed=0)
+    fed_round = fedavg.make_fedavg_round(loss_fn, tx, mask, local_steps=5)
+    state = fedavg.init_state(params, batch_stats, num_clients=8)
     for r in range(rounds):
-      batches = federated.client_batches({"image": x, "label": y}, parts, batch_size=32,
+      batches = fedavg.client_batches({"image": x, "label": y}, parts, batch_size=32,
                                          local_steps=5, round_index=r, seed=0)
-      state, metrics = fed_round(state, batches, federated.client_weights(parts), rng)
+      state, metrics = fed_round(state, batches, fedavg.client_weights(parts), rng)
     variables = {"params": state.params, "batch_stats": state.batch_stats}   # the global model
-    federated.bytes_per_round(params, mask, num_clients=8, batch_stats=batch_stats)
+    fedavg.bytes_per_round(params, mask, num_clients=8, batch_stats=batch_stats)
 
 A round: every client starts from the global parameters, runs ``local_steps`` of the SAME train
 step the trainer uses (``train.step.make_train_step`` with the same loss, optimizer and trainable

@@ -1,8 +1,8 @@
 """Meta-learned initialisation with Reptile (Nichol, Achiam & Schulman 2018), and few-shot episodes.
 
-    source, target = meta.class_split(10, num_target=5, seed=0)        # class-disjoint
-    sample = meta.episode_sampler(x, y, classes=source, ways=5, shots=5, meta_batch=4, seed=0)
-    params, stats, losses = meta.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
+    source, target = reptile.class_split(10, num_target=5, seed=0)        # class-disjoint
+    sample = reptile.episode_sampler(x, y, classes=source, ways=5, shots=5, meta_batch=4, seed=0)
+    params, stats, losses = reptile.reptile(params, stats, loss_fn=loss_fn, tx=tx, mask=mask,
                                          sample=sample, inner_steps=5, meta_steps=300, meta_lr=1.0)
     weights.save({"params": params, "batch_stats": stats}, "workdirs/reptile")
 

@@ -1,6 +1,6 @@
 """The task seam: what differs between ways of training a model, above the one trainer.
 
-    task = tasks.from_config(config)                 # Supervised, Distill, SourceOnly or DANN
+    task = methods.task_for(config)                  # Task, Distill, SourceOnly or DANN
     source = task.source()                           # the input streams
     params = {**params, **task.init_extra(rng, model, variables, image_shape)}   # extra modules
     phases = task.phases(phases, params)             # extra freezing rules
@@ -8,8 +8,10 @@
     exported = task.export(variables)                # what leaves the run
 
 ``Task`` itself is plain supervised classification; a subclass overrides only what differs. The
-trainer never names a task: adding a method (CORAL, MMD, ...) is one new file here, one line in
-``tasks.from_config`` and its test.
+trainer never names a task: adding a method (CORAL, MMD, ...) is one new file in
+``jtransfer/methods/``, one line in ``methods.TASKS`` and its test. ``method_of`` says which
+method a config names (``None``: plain supervised), so the trainer can refuse to run a config
+that names one with the wrong task.
 """
 
 from __future__ import annotations
@@ -77,4 +79,13 @@ class Task:
             for col, tree in variables.items()}
 
 
-__all__ = ["Task"]
+def method_of(config: Any) -> str | None:
+  """The training method ``config`` names (a key of ``methods.TASKS``), ``None`` for supervised."""
+  if config.adapt.method:
+    return str(config.adapt.method)
+  if config.loss.distill.teacher:
+    return "distill"
+  return None
+
+
+__all__ = ["Task", "method_of"]

@@ -13,15 +13,20 @@ seen/unseen splits and their ZSL / generalised-ZSL numbers.
 
 from __future__ import annotations
 
-from jtransfer.zeroshot import attributes, eszsl, protocol
-from jtransfer.zeroshot.attributes import (
+from jtransfer.methods.zeroshot import attributes, eszsl, protocol
+from jtransfer.methods.zeroshot.attributes import (
     DIGIT_ATTRIBUTES,
     DIGIT_ATTRIBUTES_CSV,
     attribute_names,
     digit_attributes,
     load_attributes,
 )
-from jtransfer.zeroshot.protocol import class_splits, evaluate_split, summarize, zero_shot_protocol
+from jtransfer.methods.zeroshot.protocol import (
+    class_splits,
+    evaluate_split,
+    summarize,
+    zero_shot_protocol,
+)
 
 __all__ = [
     "DIGIT_ATTRIBUTES", "DIGIT_ATTRIBUTES_CSV", "attribute_names", "attributes", "class_splits",

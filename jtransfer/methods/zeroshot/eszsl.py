@@ -1,6 +1,6 @@
 """Embarrassingly simple zero-shot learning (ESZSL; Romera-Paredes & Torr, ICML 2015), closed form.
 
-    from jtransfer.zeroshot import eszsl
+    from jtransfer.methods.zeroshot import eszsl
     gamma, lam, grid = eszsl.select(x_seen, y_seen, attrs[seen], seed=0)   # on seen classes only
     V = eszsl.fit(x_seen, y_seen, attrs[seen], gamma=gamma, lam=lam)      # [D, A]
     scores = eszsl.predict(x_test, V, attrs[unseen])                      # [M, len(unseen)]

@@ -1,6 +1,6 @@
 """Class descriptions for zero-shot transfer: one attribute (or embedding) vector per class.
 
-    from jtransfer.zeroshot import attributes
+    from jtransfer.methods.zeroshot import attributes
     table = attributes.digit_attributes()                     # [10, 11] float64, rows = digits 0..9
     names = attributes.attribute_names(attributes.DIGIT_ATTRIBUTES_CSV)
     emb = attributes.load_attributes("class_text_embeddings.npy", num_classes=100)   # [100, D]

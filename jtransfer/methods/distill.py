@@ -1,7 +1,7 @@
 """Knowledge distillation (Hinton et al. 2015): a student learns from a teacher's soft labels.
 
     config.loss.distill.teacher = "workdirs/teacher/export"   # any run's export (model.json beside)
-    task = Distill(config)                                    # chosen by tasks.from_config
+    task = Distill(config)                                    # chosen by methods.task_for
 
 The loss is α·CE + (1−α)·T²·KL(teacher_T ‖ student_T) (``train.losses.distillation_loss``); the
 teacher runs in inference mode under ``stop_gradient``, so its forward is never differentiated.
@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 import jax
 
 from jtransfer import models, weights
-from jtransfer.tasks.base import Task
 from jtransfer.train import losses, programs
+from jtransfer.train.task import Task
 
 
 def load_teacher(distill_cfg: Any, dtype: str) -> tuple[Any, dict]:

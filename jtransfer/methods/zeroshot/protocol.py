@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jtransfer.zeroshot import eszsl
+from jtransfer.methods.zeroshot import eszsl
 
 # The per-split numbers summarize() aggregates; each accuracy has its chance level beside it.
 METRICS = ("zsl_unseen", "zsl_chance", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gzsl_chance")
