@@ -135,3 +135,51 @@ PYTHON = sys.executable
 
 
 __all__ = ["PYTHON", "compilation_cache", "subprocess_env", "tiny_arrays", "tiny_config", "tiny_source"]
+
+
+def assert_selection_ignores_test_labels(run, rows, trials, monkeypatch):
+  """Runs the benchmark again (``run() -> (rows, trials)``) with every test label moved to the
+  next class and asserts that nothing but test scores changed: the same trials with the same
+  validation scores, the same choices, the test split opened only inside a kind's ``test``.
+  ``rows``/``trials``: the first run's. Returns the second run's rows."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  from jtransfer.benchmark import kinds  # pylint: disable=g-import-not-at-top
+  from jtransfer.data import sources  # pylint: disable=g-import-not-at-top
+  opened, phase = [], {"test": False}
+  original_open = sources.open_split
+
+  def open_split(cfg, split=None, *, train=False):
+    s = original_open(cfg, split, train=train)
+    name = split or (cfg.train_split if train else cfg.eval_split)
+    opened.append((name, phase["test"]))
+    if name != "test":
+      return s
+    read = s._read_local  # pylint: disable=protected-access
+    shuffle = lambda ex: {"image": ex["image"], "label": (ex["label"] + 1) % 10}
+    return dataclasses.replace(s, _read_local=lambda p, c: read(p, c).map(shuffle))
+
+  def test_phase(original_test):  # every kind's evaluation of its chosen point
+    def wrapped(*args, **kwargs):
+      phase["test"] = True
+      try:
+        return original_test(*args, **kwargs)
+      finally:
+        phase["test"] = False
+    return wrapped
+
+  monkeypatch.setattr(sources, "open_split", open_split)
+  for kind in kinds.KINDS.values():
+    monkeypatch.setattr(kind, "test", test_phase(kind.test))
+  shuffled, shuffled_trials = run()
+  assert [o for o in opened if o[0] == "test"]
+  assert all(in_test for name, in_test in opened if name == "test")
+  key = lambda t: t["trial"]
+  assert len(trials) == len(shuffled_trials)
+  for a, b in zip(sorted(trials, key=key), sorted(shuffled_trials, key=key)):
+    assert a["trial"] == b["trial"] and a["val_top1"] == b["val_top1"]
+  by_cell = lambda rs: sorted(rs, key=lambda r: r["cell"])
+  for a, b in zip(by_cell(rows), by_cell(shuffled)):
+    assert a["chosen"] == b["chosen"] and a["val_top1"] == b["val_top1"]
+  assert any(a["test_top1"] != b["test_top1"] for a, b in zip(by_cell(rows), by_cell(shuffled)))
+  return shuffled

@@ -2,7 +2,6 @@
 argmax, the test split is never read for it, restarts skip finished trials, the per-cell columns."""
 
 import csv
-import dataclasses
 import json
 import os
 
@@ -13,7 +12,7 @@ import pytest
 import support
 
 from jtransfer import data, models, optim, weights
-from jtransfer.benchmark import harness, kinds
+from jtransfer.benchmark import harness
 from jtransfer.data import sources
 
 SHIFT = ("gaussian_noise", 3)
@@ -139,42 +138,8 @@ def test_chosen_point_is_the_validation_argmax(finished):
 def test_selection_never_reads_the_test_split(finished, pretrained, tmp_path, monkeypatch):
   """Test labels permuted: every trial and every choice is the same; only test scores move."""
   workdir, rows = finished
-  opened = []
-  phase = {"test": False}
-  original_open = sources.open_split
-
-  def open_split(cfg, split=None, *, train=False):
-    s = original_open(cfg, split, train=train)
-    name = split or (cfg.train_split if train else cfg.eval_split)
-    opened.append((name, phase["test"]))
-    if name != "test":
-      return s
-    read = s._read_local
-    shuffle = lambda ex: {"image": ex["image"], "label": (ex["label"] + 1) % 10}
-    return dataclasses.replace(s, _read_local=lambda p, c: read(p, c).map(shuffle))
-
-  def test_phase(original_test):  # every kind's evaluation of its chosen point
-    def wrapped(*args, **kwargs):
-      phase["test"] = True
-      try:
-        return original_test(*args, **kwargs)
-      finally:
-        phase["test"] = False
-    return wrapped
-
-  monkeypatch.setattr(sources, "open_split", open_split)
-  for kind in kinds.KINDS.values():
-    monkeypatch.setattr(kind, "test", test_phase(kind.test))
-  shuffled = _run(_config(pretrained), str(tmp_path))
-  assert [o for o in opened if o[0] == "test"] and all(in_test for name, in_test in opened
-                                                       if name == "test")
-  key = lambda t: t["trial"]
-  for a, b in zip(sorted(_trials(workdir), key=key), sorted(_trials(str(tmp_path)), key=key)):
-    assert a["trial"] == b["trial"] and a["val_top1"] == b["val_top1"]
-  for a, b in zip(sorted(rows, key=lambda r: r["cell"]), sorted(shuffled, key=lambda r: r["cell"])):
-    assert a["chosen"] == b["chosen"] and a["val_top1"] == b["val_top1"]
-  assert any(a["test_top1"] != b["test_top1"] for a, b in zip(
-      sorted(rows, key=lambda r: r["cell"]), sorted(shuffled, key=lambda r: r["cell"])))
+  run = lambda: (_run(_config(pretrained), str(tmp_path)), _trials(str(tmp_path)))
+  support.assert_selection_ignores_test_labels(run, rows, _trials(workdir), monkeypatch)
 
 
 def test_results_csv_has_every_column_per_cell(finished):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtransfer.benchmark.kinds import wise
+from jtransfer.methods import wise_ft as wise
 
 
 def _variables(seed, *, head=True, classes=3):

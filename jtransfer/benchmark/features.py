@@ -25,16 +25,24 @@ from jtransfer import data, models, weights
 
 
 def _key(model_cfg, data_cfg, split: str) -> str:
-  init = os.path.abspath(model_cfg.init)
-  stamp = os.path.getmtime(init) if os.path.exists(init) else None
-  desc = {"init": init, "stamp": stamp, "arch": model_cfg.arch,
-          "options": models.options_of(model_cfg), "dataset": data_cfg.dataset, "split": split,
+  desc = {"dataset": data_cfg.dataset, "split": split,
           "pp": data.resolve_pp(data_cfg, train=False), "data_dir": data_cfg.data_dir}
+  if model_cfg is None:  # the identity: pixels
+    desc["arch"] = "pixels"
+  else:
+    init = os.path.abspath(model_cfg.init)
+    stamp = os.path.getmtime(init) if os.path.exists(init) else None
+    desc.update(init=init, stamp=stamp, arch=model_cfg.arch, options=models.options_of(model_cfg))
   return hashlib.sha1(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def extract(model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """``pre_logits`` of every example of ``split`` (in split order), with the eval preprocessing."""
+  """``pre_logits`` of every example of ``split`` (in split order), with the eval preprocessing;
+  ``model_cfg=None``: the identity, each image flattened to ``[H·W·C]`` (pixel baselines)."""
+  if model_cfg is None:
+    images, labels = zip(*data.split_examples(data_cfg, split))
+    x = np.concatenate(images)
+    return x.reshape(len(x), -1).astype(np.float32), np.concatenate(labels)
   if not model_cfg.init:
     raise ValueError("Feature extraction needs pretrained weights: model.init is empty")
   model = models.from_config(model_cfg, num_classes=None)  # no head: flax ignores its weights
@@ -64,11 +72,12 @@ def _image_arrays(data_cfg_json: str, split: str) -> tuple[np.ndarray, np.ndarra
 
 
 class FeatureCache:
-  """``.npz`` files keyed by weights (path and mtime), model options, dataset, split and pp."""
+  """``.npz`` files keyed by weights (path and mtime), model options, dataset, split and pp;
+  ``get(None, ...)`` caches the flattened pixels (``extract``'s identity) the same way."""
 
   def __init__(self, directory: str):
     self.directory = directory
-    self.extractions = 0  # how many times the backbone actually ran (tests check reuse)
+    self.extractions = 0  # how many times a split was actually read (tests check reuse)
 
   def get(self, model_cfg, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     path = os.path.join(self.directory, f"{data_cfg.dataset}-{split}-{_key(model_cfg, data_cfg, split)}.npz")

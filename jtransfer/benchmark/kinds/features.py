@@ -1,5 +1,6 @@
 """The feature-classifier kinds: an evaluator of ``benchmark/evaluators.py`` (ridge, kNN, the cached
-linear probe, nearest class mean) on features extracted once per split and cached.
+linear probe, logistic regression, nearest class mean) on features extracted once per split and
+cached.
 
     v.ridge = schema.variant("ridge", search={"l2_reg": (0.1, 1.0, 10.0)})
 
@@ -22,12 +23,13 @@ from jtransfer.train import metrics as metrics_lib
 _PARAMS = {"knn": lambda d, c: 0, "ridge": lambda d, c: (d + 1) * c}
 
 
-def feature_arrays(ctx: Context, cfg, split: str, *, shift=None):
-  """``(features, labels)`` of ``split`` under ``cfg`` (shifted when given), from the cache."""
+def feature_arrays(ctx: Context, cfg, split: str, *, shift=None, pixels: bool = False):
+  """``(features, labels)`` of ``split`` under ``cfg`` (shifted when given), from the cache;
+  ``pixels=True``: the flattened images instead (the cache's identity "backbone")."""
   dcfg = cfg.data.copy_and_resolve_references()
   with dcfg.unlocked():
     dcfg.pp_eval = evaluation.pp_for(cfg.data, shift, ctx.config.get("shift_seed", 0))
-  return ctx.cache.get(cfg.model, dcfg, split)
+  return ctx.cache.get(None if pixels else cfg.model, dcfg, split)
 
 
 class Features(Kind):
@@ -36,7 +38,7 @@ class Features(Kind):
   uses_features = True
 
   def __init__(self, evaluator: str):
-    self.name = evaluator
+    self.name = self.evaluator = evaluator
     self.fn = evaluators.EVALUATORS[evaluator]
     params = inspect.signature(self.fn).parameters
     self.seeded = "seed" in params
@@ -48,27 +50,37 @@ class Features(Kind):
     return self.fn(x, y, tx, num_classes=evaluation.num_classes(cfg.data), **kwargs)
 
   def _scores(self, cell, cfg, args: dict, x, y, tx, ty) -> dict:
-    m = metrics_lib.classification_metrics(self._predict(cell, cfg, args, x, y, tx)["logits"], ty)
-    return {k: v for k, v in m.items() if k != "confusion_matrix"}
+    out = self._predict(cell, cfg, args, x, y, tx)
+    m = metrics_lib.classification_metrics(out["logits"], ty)
+    # The evaluator's own facts ride along (logreg's 'converged', 'n_iter').
+    extra = {k: v for k, v in out.items() if k not in ("logits", "predictions")}
+    return {**{k: v for k, v in m.items() if k != "confusion_matrix"}, **extra}
+
+  def arrays(self, ctx: Context, cfg, split: str, *, shift=None):
+    """``(x, y)`` the evaluator sees for ``split``: the backbone's cached features."""
+    return feature_arrays(ctx, cfg, split, shift=shift)
+
+  def forward_cost(self, ctx: Context, cfg, n: int) -> dict:
+    """``{'train_gflops', 'peak_bytes'}`` of making the ``n`` training examples' features."""
+    fwd = ctx.meter.forward(cfg.model, cfg.data, cfg.data.eval_batch_size)
+    f = fwd["flops_per_example"]
+    return {"train_gflops": None if f is None else f * n / 1e9, "peak_bytes": fwd["peak_bytes"]}
 
   def fit(self, ctx: Context, cell, point, splits) -> dict:
     cfg = ctx.cell_config(cell, splits=splits)
-    x, y = evaluation.few(cell, *feature_arrays(ctx, cfg, splits.pool))
-    vx, vy = feature_arrays(ctx, cfg, splits.val)
-    fwd = ctx.meter.forward(cfg.model, cfg.data, cfg.data.eval_batch_size)
+    x, y = evaluation.few(cell, *self.arrays(ctx, cfg, splits.pool))
+    vx, vy = self.arrays(ctx, cfg, splits.val)
     d, c = x.shape[1], evaluation.num_classes(cfg.data)
-    f = fwd["flops_per_example"]
     return {"val": self._scores(cell, cfg, ctx.args(cell, point), x, y, vx, vy),
-            "trainable_params": _PARAMS.get(self.name, lambda d, c: d * c + c)(d, c),
-            "train_gflops": None if f is None else f * len(x) / 1e9,
-            "peak_bytes": fwd["peak_bytes"]}
+            "trainable_params": _PARAMS.get(self.evaluator, lambda d, c: d * c + c)(d, c),
+            **self.forward_cost(ctx, cfg, len(x))}
 
   def test(self, ctx: Context, cell, chosen, splits) -> dict:
     cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
-    x, y = evaluation.few(cell, *feature_arrays(ctx, cfg, splits.pool))
+    x, y = evaluation.few(cell, *self.arrays(ctx, cfg, splits.pool))
     args = ctx.args(cell, chosen["point"])
     return {shift: self._scores(cell, cfg, args, x, y,
-                                *feature_arrays(ctx, cfg, splits.test, shift=shift))
+                                *self.arrays(ctx, cfg, splits.test, shift=shift))
             for shift in [None, *schema.shifts_of(ctx.config)]}
 
 
