@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint format install install-test onednn clean
+.PHONY: demo test lint format install install-test onednn fashion-mnist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,11 +25,22 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# The demo (EfficientNet-Lite0 at 32 px, batch 16) runs with YNN fusion of dots and reductions
-# only: its train step compiled in 24 against 29 s and ran 1.61x faster than under jaxlib's
+# Fashion-MNIST, the demo's target: Debian's dataset-fashion-mnist (idx files, MIT licence) in
+# /usr/share/datasets/fashion-mnist, installed where it is missing and apt-get can; otherwise the
+# message says how (or set JTRANSFER_FASHION_MNIST_DIR to a folder holding the four files).
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@test -n "$$JTRANSFER_FASHION_MNIST_DIR" || test -f $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ; } || \
+	  { echo "Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (as root), or set" \
+	         "JTRANSFER_FASHION_MNIST_DIR to a folder with its four idx .gz files"; exit 1; }
+
+# The demo (EfficientNet-Lite0, batch 16) runs with YNN fusion of dots and reductions only: at
+# 32 px its train step compiled in 24 against 29 s and ran 1.61x faster than under jaxlib's
 # defaults (1.28x and 1.51x in earlier rounds); the Makefile's list above was 0.60x (BENCHMARKS.md).
 DEMO_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=dot,reduce
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed fashion-mnist
 	XLA_FLAGS="$(DEMO_XLA_FLAGS)" $(BIN)/python -m jtransfer.benchmark --config=configs/benchmark/demo.py --workdir=workdirs/demo
 
 # The optional oneDNN convolution extension (conv_impl 'onednn', and 'auto' where it measured
@@ -45,7 +56,7 @@ onednn: $(ONEDNN_LIB)
 # traceback is in the file the run prints (tests/crashguard.py, which also bounds each test).
 # The tests build the extension and then require it (tests/test_onednn.py fails rather than
 # skips); only where it cannot build (no g++ or apt-get) do they run without it, saying so.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test fashion-mnist
 	@$(MAKE) --no-print-directory onednn || echo "WARNING: the oneDNN extension did not build; tests/test_onednn.py will skip"
 	JTRANSFER_REQUIRE_ONEDNN=$$(test -f $(ONEDNN_LIB) && echo 1 || echo 0) $(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 --durations=15 tests
 

@@ -34,10 +34,14 @@ def splits_for(config, dataset: str, shots) -> Splits:
 
   The pool is the first ``round(n · (1 - val_fraction))`` examples of the train split, validation
   the rest (for k-shot cells at most ``val_per_class × num_classes`` of them); the two are
-  disjoint by construction, and few-shot draws come from the pool only.
+  disjoint by construction, and few-shot draws come from the pool only. ``n`` is the split's size,
+  or ``protocol.train_limit`` when smaller; ``protocol.test_limit`` keeps the test split's first
+  examples.
   """
   protocol = schema.protocol_of(config)
   train, test = config.base.data.train_split, config.base.data.eval_split
+  if protocol.test_limit:
+    test = f"{test}[:{int(protocol.test_limit)}]"
   if not protocol.val_fraction:
     return Splits(train, test, test)
   cfg = config.base.data.copy_and_resolve_references()
@@ -45,6 +49,8 @@ def splits_for(config, dataset: str, shots) -> Splits:
     cfg.dataset, cfg.shots, cfg.vtab1k = dataset, None, False
   from jtransfer.data import sources  # the split sizes, without reading the examples
   n = sources.open_split(cfg, train).num_examples
+  if protocol.train_limit:
+    n = min(n, int(protocol.train_limit))
   n_pool = int(round(n * (1.0 - protocol.val_fraction)))
   stop = n
   if shots != "all" and protocol.val_per_class:
@@ -114,6 +120,14 @@ def _check_variant(config, name: str, names: list[str], protocol) -> None:
     raise ValueError(f"{where}.teacher={teacher!r} must name a variant listed before it")
   if kind.needs_teacher and not teacher:
     raise ValueError(f"{where}: kind {v.kind!r} needs teacher= (the variant it builds on)")
+  for key, everything in (("shots", config.shots), ("seeds", config.seeds)):
+    subset = v.get(key)
+    if subset is not None and not set(subset) <= set(everything):
+      raise ValueError(f"{where}.{key}={tuple(subset)}: not among the config's {tuple(everything)}")
+  if teacher and not all(schema.runs_at(config.variants[teacher], s, seed)
+                         for s in config.shots for seed in config.seeds
+                         if schema.runs_at(v, s, seed)):
+    raise ValueError(f"{where}: runs at shots/seeds where its teacher {teacher!r} does not")
   if teacher and not kind.takes_teacher:
     raise ValueError(f"{where}: {v.kind} takes no teacher")
   if teacher and kind.teacher_kinds and not isinstance(

@@ -32,6 +32,7 @@ from jtransfer.benchmark import (
   compiles,
   compose,
   cost,
+  diagnostics,
   evaluation,
   features,
   kinds,
@@ -140,6 +141,7 @@ def _run_cell(ctx: kinds.Context, cell: schema.Cell, trials_done: dict) -> dict:
   else:
     row["config"] = json.loads(ctx.cell_config(cell, point=chosen["point"], splits=splits)
                                .to_json_best_effort())
+  row.update(diagnostics.cell_facts(ctx, cell, chosen, trials, splits, row["config"], scores[None]))
   return row
 
 

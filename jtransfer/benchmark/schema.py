@@ -34,7 +34,8 @@ class Cell:
 
 
 def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(), teacher: str = "",
-            args=None, search=None, selection: str = "val") -> config_dict.ConfigDict:
+            args=None, search=None, selection: str = "val", shots=None,
+            seeds=None) -> config_dict.ConfigDict:
   """One variant of a benchmark config (configs build variants with this).
 
   Args:
@@ -55,6 +56,8 @@ def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(),
       'stage', 'alpha').
     selection: 'val' (the grid point with the best validation top-1) or 'fixed' (no search: the
       declared point, budget 1).
+    shots, seeds: the shot levels / seeds this variant runs at (a subset of the config's; None =
+      all of them): cheap variants can take more draws than trained ones.
   """
   v = config_dict.ConfigDict()
   v.kind = kind
@@ -65,6 +68,8 @@ def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(),
   v.args = args or {}
   v.search = tuple((k, tuple(vals)) for k, vals in dict(search or {}).items())
   v.selection = selection
+  v.shots = None if shots is None else tuple(shots)
+  v.seeds = None if seeds is None else tuple(seeds)
   return v
 
 
@@ -78,6 +83,11 @@ def default_protocol() -> config_dict.ConfigDict:
   # slice of val_per_class × classes examples); None = the whole held-out part. 'all' cells
   # always use the whole held-out part (VTAB-1k's 800/200 in spirit).
   p.val_per_class = config_dict.placeholder(int)
+  # Examples of the train split the protocol uses (pool + validation: its first train_limit), and
+  # of the test split (its first test_limit); 0 = all. A declared subsample, for machines where a
+  # whole split costs too long to evaluate; the report states both.
+  p.train_limit = 0
+  p.test_limit = 0
   # The variant every other is compared with in comparisons.md.
   p.reference = "full_finetune"
   # How results.md marks "not distinguishable from the best": 'ci' (the paired bootstrap interval
@@ -128,8 +138,14 @@ def slug(point: dict) -> str:
 def cells(config) -> list[Cell]:
   """Dataset-major, then shots, seed, variant in ``config.order`` (teachers before students)."""
   return [Cell(d, v, s, seed) for d in config.datasets for s in config.shots
-          for seed in config.seeds for v in config.order]
+          for seed in config.seeds for v in config.order if runs_at(config.variants[v], s, seed)]
+
+
+def runs_at(v, shots, seed) -> bool:
+  """Whether variant ``v`` has a cell at ``(shots, seed)`` (its ``shots``/``seeds`` subsets)."""
+  return ((v.get("shots") is None or shots in tuple(v.shots))
+          and (v.get("seeds") is None or seed in tuple(v.seeds)))
 
 
 __all__ = ["Cell", "SELECTIONS", "cells", "default_protocol", "point_id", "points", "protocol_of",
-           "shift_name", "shifts_of", "slug", "variant"]
+           "runs_at", "shift_name", "shifts_of", "slug", "variant"]

