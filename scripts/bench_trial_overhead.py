@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_trial_overhead.py                      # Lite0 full FT, ~4 min
     .venv/bin/python scripts/bench_trial_overhead.py --variant=last_stage --rounds=3
 
-Runs the demo config's (``configs/benchmark/demo.py:quick``) trial of ``--variant`` on UCI digits
+Runs the demo config's (``configs/benchmark/digits_lite0.py:quick``) trial of ``--variant`` on UCI digits
 through ``trainer.train_and_evaluate`` in one process, with JAX's persistent compilation cache on
 (as the benchmark CLI has it). One warm-up trial compiles everything; then, round-robin, a trial
 whose programs were dropped first (``programs.clear()``: it traces, lowers and loads its
@@ -28,7 +28,7 @@ from jtransfer.train import programs, trainer
 
 # The repository's configs/ package, importable however the script is started.
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                    "benchmark", "demo.py")
+                    "benchmark", "digits_lite0.py")
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
   p.add_argument("--rounds", type=int, default=3)
   args = p.parse_args()
   configs_path.add_package_root(DEMO)
-  from configs.benchmark import demo  # pylint: disable=g-import-not-at-top  (after the path)
+  from configs.benchmark import digits_lite0 as demo  # pylint: disable=g-import-not-at-top  (after the path)
   tmp = tempfile.mkdtemp(prefix="trial_overhead_")
   jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -45,7 +45,7 @@ def _config(xs):
   c.shifts = (("contrast", 1),)
   c.variants = config_dict.ConfigDict({"toy": harness.variant("toy", search={"x": xs})})
   c.order = ("toy",)
-  c.protocol = config_dict.ConfigDict({"reference": "toy"})
+  c.protocol = config_dict.ConfigDict({"comparisons": ()})
   return c
 
 

@@ -3,9 +3,9 @@
 
 import os
 
+from ml_collections import config_dict
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from jtransfer.train import checkpointing
 from jtransfer.workdir import RunDir

@@ -3,7 +3,7 @@ ImageNet EfficientNet-Lite0 weights to UCI digits.
 
     python -m jtransfer.benchmark --config=configs/benchmark/fedavg_lite0.py --workdir=workdirs/fedavg
 
-The demo's model, data, recipe and protocol (configs/benchmark/demo.py: 32 px, adamw,
+The UCI-digits benchmark's model, data, recipe and protocol (configs/benchmark/digits_lite0.py: 32 px, adamw,
 lr 3e-4 with the head at 30x, BatchNorms on running statistics, 12 steps of batch 16), at 5 and
 all examples per class, 3 seeds. Every variant sees the same 192 examples: centralised runs 12
 steps of 16; FedAvg runs 4 rounds of 3 local steps of 4 examples on each of 4 clients
@@ -20,7 +20,7 @@ per class (mean over 3 seeds): full centralised 67.5 / 50.4, FedAvg IID 50.9 / 4
 
 from ml_collections import config_dict
 
-from configs.benchmark import demo
+from configs.benchmark import digits_lite0 as demo
 from jtransfer.benchmark.harness import variant
 
 
@@ -50,5 +50,7 @@ def get_config(arg=None):
   config.variants = v
   config.order = ("central_head", "fedavg_head_iid", "fedavg_head_dir01", "central_last",
                   "fedavg_last_iid", "central_full", "fedavg_full_iid", "fedavg_full_dir01")
-  config.protocol.reference = "central_full"
+  config.protocol.comparisons = tuple(
+      (f"{v} vs centralised full fine-tuning", v, "central_full", "test")
+      for v in config.order if v != "central_full")
   return config

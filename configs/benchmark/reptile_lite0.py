@@ -30,7 +30,7 @@ Intervals, OOD and reading: docs/transfer_forms.md.
 
 from ml_collections import config_dict
 
-from configs.benchmark import demo
+from configs.benchmark import digits_lite0 as demo
 from jtransfer.benchmark import starts
 from jtransfer.benchmark.harness import variant
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jtransfer.benchmark import kinds, schema, zeroshot_section
+from jtransfer.benchmark import comparisons, kinds, schema, zeroshot_section
 from jtransfer.benchmark import starts as starts_lib
 from jtransfer.data import corruptions
 from jtransfer.train.config import apply_overrides
@@ -152,6 +152,10 @@ def validate(config) -> None:
     raise ValueError(f"protocol.val_fraction={protocol.val_fraction!r} must be in [0, 1)")
   for name in names:
     _check_variant(config, name, names, protocol)
+  comparisons.check(protocol.comparisons, names)
+  if protocol.selection not in schema.PROTOCOL_SELECTIONS:
+    raise ValueError(f"protocol.selection={protocol.selection!r}; known: "
+                     f"{', '.join(schema.PROTOCOL_SELECTIONS)}")
   for shots in config.shots:
     if shots != "all" and (not isinstance(shots, int) or shots < 1):
       raise ValueError(f"shots entries must be positive ints or 'all', got {shots!r}")

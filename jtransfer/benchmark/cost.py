@@ -205,9 +205,10 @@ class CostMeter:
 
   def forward(self, model_cfg, data_cfg, batch: int) -> dict:
     """``{flops_per_example, peak_bytes}`` of the feature extractor's compiled forward pass."""
-    shape = inputs.from_config(data_cfg).info.image_shape
-    key = json.dumps([model_cfg.arch, models.options_of(model_cfg), shape, batch], default=str)
+    key = json.dumps([model_cfg.arch, models.options_of(model_cfg), data_cfg.dataset,
+                      data_cfg.image_size, list(data_cfg.get("pp_eval") or ()), batch], default=str)
     if key not in self._forward:
+      shape = inputs.from_config(data_cfg).info.image_shape
       model = models.from_config(xla_convs(model_cfg), num_classes=None)
       variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                     np.zeros((1, *shape), np.float32)))

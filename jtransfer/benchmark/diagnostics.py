@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from jtransfer import workdir as wd
-from jtransfer.benchmark import budget, evaluation
+from jtransfer.benchmark import budget, evaluation, schema
 
 __all__ = ["cell_facts", "split_size"]
 
@@ -39,6 +39,8 @@ def _train_examples(cell, splits, num_classes: int) -> int | None:
 
 
 def _selection_labels(ctx, cell, trials, splits) -> int:
+  if schema.within_draw(ctx.config, cell):
+    return 0
   v = ctx.variant(cell)
   searched = len(trials) > 1
   teacher = ctx.teacher(cell) if v.get("teacher") else None

@@ -90,9 +90,16 @@ def load_export(export: str) -> tuple[dict, dict]:
 
 
 def num_classes(data_cfg) -> int:
-  """The dataset's class count, from its metadata: not the largest label a draw happens to hold."""
-  from jtransfer.data import sources  # the split's metadata, without reading the examples
-  return int(sources.open_split(data_cfg, train=True).num_classes)
+  """The dataset's class count, from its metadata: not the largest label a draw happens to hold
+  (memoised per dataset: opening a split reads its labels, ~0.4 s a call)."""
+  key = (data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.train_split.split("[")[0])
+  if key not in _NUM_CLASSES:
+    from jtransfer.data import sources  # the split's metadata
+    _NUM_CLASSES[key] = int(sources.open_split(data_cfg, train=True).num_classes)
+  return _NUM_CLASSES[key]
+
+
+_NUM_CLASSES: dict[tuple, int] = {}
 
 
 def few(cell, x, y):

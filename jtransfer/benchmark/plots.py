@@ -56,8 +56,9 @@ def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -
       rs = sorted((r for r in rows if r["variant"] == v), key=lambda r: shots_key(r["shots"]))
       xs = [all_x if r["shots"] == "all" else r["shots"] for r in rs]
       ys = [r["acc_mean"] for r in rs]
-      err = [[y - r.get("acc_ci_low", y) for y, r in zip(ys, rs)],
-             [r.get("acc_ci_high", y) - y for y, r in zip(ys, rs)]]
+      bound = lambda r, key, y: y if r.get(key) is None else r[key]  # one draw: no interval
+      err = [[y - bound(r, "acc_ci_low", y) for y, r in zip(ys, rs)],
+             [bound(r, "acc_ci_high", y) - y for y, r in zip(ys, rs)]]
       ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v, color=colors[v])
     ax.set_xscale("log")
     ticks = numeric + ([all_x] if any(r["shots"] == "all" for r in rows) else [])

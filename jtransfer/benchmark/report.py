@@ -4,10 +4,13 @@
     table = report.aggregate(rows)   # per (dataset, variant, shots): mean, 95% CI, min/median/max
     report.write_all(rows, "workdirs/demo", variant_order=[...], reference="full_finetune")
 
-Writes ``results.csv`` (one row per cell: variant, dataset, shots, seed, selection, budget, the
-chosen hyper-parameters, val/test/OOD top-1, cost), ``summary.csv`` (one row per dataset ×
-variant × shots), ``results.md`` (tables: test top-1 with intervals and the best marked, spread,
-OOD, cost, selection), ``comparisons.md`` (each variant vs the reference, paired over seeds),
+Writes ``results.csv`` (one row per cell and draw: variant, dataset, shots, seed, selection, its
+budget and labels, the chosen hyper-parameters, val/test/OOD top-1, the test set's size, the
+convergence flag, cost: every interval can be recomputed from it), ``summary.csv`` (one row per
+dataset × variant × shots), ``results.md`` (tables: test top-1 with Student-t intervals over
+draws and the test set's own interval, spread, OOD, cost, selection and budget, the flagged
+cells, the declared comparisons), ``comparisons.md`` (the declared comparisons,
+``comparisons.py``),
 ``results.png`` (top-1 vs examples per class), ``cost.png`` (top-1 vs training GFLOPs) and
 ``ood.png`` (in- vs out-of-distribution top-1; the plots are drawn by ``plots.py``).
 
@@ -26,15 +29,16 @@ from typing import Iterable
 import numpy as np
 
 from jtransfer import workdir as wd
+from jtransfer.benchmark import comparisons as comparisons_lib
 from jtransfer.benchmark import plots, stats
 from jtransfer.train import writers
 
-__all__ = ["CSV_COLUMNS", "aggregate", "comparisons", "load_results", "markdown", "write_all",
-           "write_csv"]
+__all__ = ["CSV_COLUMNS", "aggregate", "load_results", "markdown", "write_all", "write_csv"]
 
 # results.csv, before one 'ood_<shift>' column per shift (inserted after test_top1).
 CSV_COLUMNS = ("variant", "dataset", "shots", "seed", "kind", "selection", "budget",
-               "hyperparams", "val_top1", "test_top1", "ood_mean", "trainable_params",
+               "hyperparams", "val_top1", "test_top1", "test_n", "ood_mean", "selection_labels",
+               "budget_steps", "budget_epochs", "resolution", "converged", "trainable_params",
                "train_gflops", "search_gflops", "wall_s", "compile_s", "peak_step_mb")
 
 
@@ -44,7 +48,7 @@ def load_results(path: str) -> list[dict]:
 
 
 def _test(r) -> float:
-  return float(r.get("test_top1", r["accuracy"]))
+  return float(r["test_top1"] if "test_top1" in r else r["accuracy"])
 
 
 def _mean(values):
@@ -56,20 +60,37 @@ def _shifts(rows) -> list[str]:
   return sorted({s for r in rows for s in (r.get("ood") or {})})
 
 
-def aggregate(rows: Iterable[dict]) -> list[dict]:
-  """Per (dataset, variant, shots): test top-1 % summary over seeds (mean, bootstrap 95 %
-  interval, min/median/max, std), validation and OOD means, cost means, the chosen points."""
+def _test_halfwidth(rs) -> float | None:
+  """Median over draws of the test set's own 95 % Clopper-Pearson half-width, in points."""
+  widths = []
+  for r in rs:
+    n = r.get("test_n")
+    if n:
+      low, high = stats.binomial_interval(int(round(_test(r) * n)), int(n))
+      widths.append(50.0 * (high - low))
+  return float(np.median(widths)) if widths else None
+
+
+def aggregate(rows: Iterable[dict], *, level: float = 0.95) -> list[dict]:
+  """Per (dataset, variant, shots): test top-1 % over draws (mean, Student-t interval,
+  min/median/max, std), the test set's own interval within a draw, validation and OOD means,
+  cost means, the chosen points, the budget, the labels selection used and the flagged runs."""
   cells = defaultdict(list)
   for r in rows:
     cells[(r["dataset"], r["variant"], r["shots"])].append(r)
   out = []
   for (dataset, variant, shots), rs in cells.items():
-    s = stats.summarize([_test(r) * 100 for r in rs])
+    s = stats.summarize([_test(r) * 100 for r in rs], level=level)
     row = {"dataset": dataset, "variant": variant, "shots": shots, "seeds": len(rs),
            "acc_mean": s["mean"], "acc_ci_low": s["ci_low"], "acc_ci_high": s["ci_high"],
            "acc_min": s["min"], "acc_median": s["median"], "acc_max": s["max"], "acc_std": s["std"],
+           "test_ci_halfwidth": _test_halfwidth(rs),
            "val_mean": _mean(r.get("val_top1", None) and r["val_top1"] * 100 for r in rs),
            "selection": rs[0].get("selection", "fixed"), "budget": rs[0].get("budget", 1),
+           "selection_labels": _mean(r.get("selection_labels") for r in rs),
+           "budget_steps": _mean(r.get("budget_steps") for r in rs),
+           "budget_epochs": _mean(r.get("budget_epochs") for r in rs),
+           "not_converged": sum(r.get("converged") is False for r in rs),
            "chosen": dict(Counter(r.get("chosen_id", "default") for r in rs)),
            "trainable_params": _mean(r.get("trainable_params") for r in rs),
            "train_gflops": _mean(r.get("train_gflops") for r in rs),
@@ -78,7 +99,7 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
            "compile_s_mean": _mean(r.get("compile_s") for r in rs),
            "peak_step_mb": _mean(r.get("peak_bytes") and r["peak_bytes"] / 2**20 for r in rs)}
     if any(r.get("ood_mean") is not None for r in rs):
-      o = stats.summarize([r["ood_mean"] * 100 for r in rs])
+      o = stats.summarize([r["ood_mean"] * 100 for r in rs], level=level)
       row.update(ood_mean=o["mean"], ood_ci_low=o["ci_low"], ood_ci_high=o["ci_high"])
       for shift in _shifts(rs):
         row[f"ood_{shift}"] = _mean(r["ood"].get(shift, None) and r["ood"][shift] * 100 for r in rs)
@@ -96,7 +117,10 @@ def _per_cell_csv(rows: list[dict]) -> list[dict]:
          "val_top1": r.get("val_top1"), "test_top1": _test(r)}
     for s in shifts:
       d[f"ood_{s}"] = (r.get("ood") or {}).get(s)
-    d.update(ood_mean=r.get("ood_mean"), trainable_params=r.get("trainable_params"),
+    d.update(ood_mean=r.get("ood_mean"), test_n=r.get("test_n"),
+             selection_labels=r.get("selection_labels"), budget_steps=r.get("budget_steps"),
+             budget_epochs=r.get("budget_epochs"), resolution=r.get("resolution"),
+             converged=r.get("converged"), trainable_params=r.get("trainable_params"),
              train_gflops=r.get("train_gflops"), search_gflops=r.get("search_gflops"),
              wall_s=r["wall_s"], compile_s=r.get("compile_s"),
              peak_step_mb=None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20)
@@ -114,23 +138,6 @@ def write_csv(table: list[dict], path: str) -> None:
   wd.atomic_write_text(path, buf.getvalue())
 
 
-def _per_seed(rows, dataset, shots, key) -> dict[str, dict]:
-  out = defaultdict(dict)
-  for r in rows:
-    if r["dataset"] == dataset and r["shots"] == shots:
-      value = _test(r) if key == "test" else r.get("ood_mean")
-      if value is not None:
-        out[r["variant"]][r["seed"]] = value * 100
-  return out
-
-
-def _marks(rows, dataset, shots, key, best_test, level) -> tuple[str | None, set]:
-  per = _per_seed(rows, dataset, shots, key)
-  if not per:
-    return None, set()
-  return stats.indistinguishable_from_best(per, test=best_test, level=level)
-
-
 def _fmt(x, digits=1):
   return "—" if x is None else f"{x:.{digits}f}"
 
@@ -140,18 +147,31 @@ def _wall(r) -> str:
   return _fmt(r["wall_s_mean"]) + ("" if c is None else f" ({c:.1f})")
 
 
-def _rule(best_test, level) -> str:
-  if best_test == "ci":
-    return (f"the paired bootstrap {level:.0%} interval of its difference to the best contains 0 "
-            "(`stats.indistinguishable_from_best(test='ci')`)")
-  return (f"the paired sign-flip p-value against the best is ≥ {1 - level:.2f} "
-          "(`stats.indistinguishable_from_best(test='permutation')`)")
+def _acc(r, level) -> str:
+  """``mean [t-interval] (±test)``: over draws, and the test set's own half-width."""
+  text = f"{r['acc_mean']:.1f}"
+  if r["acc_ci_low"] is not None:
+    text += f" [{r['acc_ci_low']:.1f}, {r['acc_ci_high']:.1f}]"
+  if r.get("test_ci_halfwidth") is not None:
+    text += f" (±{r['test_ci_halfwidth']:.1f})"
+  return text
+
+
+def _flagged(variants, shots, cell) -> list[str]:
+  out = []
+  for v in variants:
+    for s in shots:
+      r = cell.get((v, s))
+      if r is not None and r.get("not_converged"):
+        out.append(f"{v} at {s}/class ({r['not_converged']} of {r['seeds']} draws)")
+  return out
 
 
 def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=None,
-             best_test: str = "ci", level: float = 0.95) -> str:
-  """Per dataset: test top-1 (mean [95 % CI], best and indistinguishable in bold), spread, OOD,
-  cost and selection tables. ``rows`` (the per-seed results) enable the best marks."""
+             level: float = 0.95, declared=()) -> str:
+  """Per dataset: test top-1 (mean, Student-t interval over draws, the test set's own interval),
+  spread, OOD, cost, selection and budget tables, the runs flagged as not converged; then the
+  declared comparisons (``rows``, the per-draw results, are needed for those)."""
   lines = []
   for dataset in sorted({r["dataset"] for r in table}):
     trs = [r for r in table if r["dataset"] == dataset]
@@ -162,28 +182,29 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
     head = "| variant | " + " | ".join(f"{s}/class" for s in shots) + " |"
     sep = "|---|" + "---|" * len(shots)
 
-    def table_of(title, fmt, key=None):
+    def table_of(title, fmt):
       out = [title, "", head, sep]
-      marks = {s: _marks(rows, dataset, s, key, best_test, level) if rows and key else (None, set())
-               for s in shots}
       for v in variants:
-        parts = []
-        for s in shots:
-          r = cell.get((v, s))
-          text = "—" if r is None else fmt(r)
-          if r is not None and text != "—" and v in marks[s][1]:
-            text = f"**{text}**"
-          parts.append(text)
+        parts = ["—" if cell.get((v, s)) is None else fmt(cell[(v, s)]) for s in shots]
         out.append(f"| {v} | " + " | ".join(parts) + " |")
       return out + [""]
 
     lines += table_of(
-        f"### {dataset}: test top-1 % (mean [95 % bootstrap interval] over {seeds} seeds)",
-        lambda r: f"{r['acc_mean']:.1f} [{r['acc_ci_low']:.1f}, {r['acc_ci_high']:.1f}]", "test")
-    if rows:
-      lines += [f"Bold: the best mean of the column and every variant not distinguishable from it: "
-                f"{_rule(best_test, level)}. With few seeds read the intervals, not only the bold.",
-                ""]
+        f"### {dataset}: test top-1 % (mean [{level:.0%} Student-t interval over draws] "
+        f"(± the test set's own {level:.0%} half-width))", lambda r: _acc(r, level))
+    lines += ["Draws per cell: " + ", ".join(
+        f"{v} {'/'.join(str(cell[(v, s)]['seeds']) for s in shots if (v, s) in cell)}"
+        for v in variants) + f" (at most {seeds}). The interval over draws is the mean's "
+        "Student-t interval (none with one draw); in brackets after it, the median over draws of "
+        "the Clopper-Pearson half-width of one draw's test accuracy — what the finite test set "
+        "alone carries. No variant is marked best: the declared comparisons below are the tests.",
+        ""]
+    flagged = _flagged(variants, shots, cell)
+    lines += ([f"**Not converged** (training loss and validation top-1 both still improving over "
+               f"the last quarter, `budget.convergence`): {'; '.join(flagged)}. Read these cells "
+               "as lower bounds of what the method reaches with a larger budget.", ""]
+              if flagged else ["Every trained run that logged enough points to judge had settled "
+                               "by its last quarter (`budget.convergence`).", ""])
     lines += table_of(f"#### {dataset}: test top-1 % spread over seeds (min / median / max)",
                       lambda r: f"{r['acc_min']:.1f} / {r['acc_median']:.1f} / {r['acc_max']:.1f}")
     if any("ood_mean" in r for r in trs):
@@ -191,9 +212,9 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
                       {"mean", "ci_low", "ci_high"})
       lines += table_of(
           f"#### {dataset}: OOD top-1 % (mean over the {len(shifts)} shifted test sets "
-          f"{', '.join(shifts)}; [95 % interval]; bold as above)",
-          lambda r: ("—" if "ood_mean" not in r else
-                     f"{r['ood_mean']:.1f} [{r['ood_ci_low']:.1f}, {r['ood_ci_high']:.1f}]"), "ood")
+          f"{', '.join(shifts)}; [{level:.0%} t-interval over draws])",
+          lambda r: ("—" if "ood_mean" not in r else f"{r['ood_mean']:.1f}" + (
+              "" if r["ood_ci_low"] is None else f" [{r['ood_ci_low']:.1f}, {r['ood_ci_high']:.1f}]")))
       for s in shots:
         lines += [f"#### {dataset}, {s}/class: top-1 % per shift (mean over seeds)", "",
                   "| variant | ID (test) | " + " | ".join(shifts) + " |",
@@ -224,15 +245,24 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
               "the test evaluation included (WiSE-FT: plus its fine-tune's); in brackets the "
               "part of it spent tracing, lowering and compiling programs, or reading them from "
               "the persistent compilation cache (the cell's own).", ""]
-    lines += [f"#### {dataset}: selection (by validation top-1 on held-out train examples)", "",
-              "| variant | selection | budget (points) | chosen point per shots (× seeds) |",
-              "|---|---|---|---|"]
+    lines += [f"#### {dataset}: selection and budget", "",
+              "| variant | selection | grid points | labels used for selection (beyond the draw) "
+              "| steps (epochs) per shots | chosen point per shots (× draws) |",
+              "|---|---|---|---|---|---|"]
     for v in variants:
       rs = [cell[(v, s)] for s in shots if (v, s) in cell]
       chosen = "; ".join(f"{r['shots']}: " + ", ".join(f"{k} ×{n}" for k, n in r["chosen"].items())
                          for r in rs)
-      lines.append(f"| {v} | {rs[0]['selection']} | {rs[0]['budget']} | {chosen} |")
+      labels = ", ".join(f"{r['shots']}: {_fmt(r['selection_labels'], 0)}" for r in rs)
+      steps = ", ".join(f"{r['shots']}: {r['budget_steps']:.0f} ({r['budget_epochs']:.1f})"
+                        for r in rs if r.get("budget_steps")) or "—"
+      lines.append(f"| {v} | {rs[0]['selection']} | {rs[0]['budget']} | {labels} | {steps} | "
+                   f"{chosen} |")
     lines.append("")
+  if declared:
+    lines += ["## Declared comparisons", "",
+              comparisons_lib.markdown(comparisons_lib.evaluate(rows or [], declared, level=level),
+                                       level=level), ""]
   compiled = [r["compile"] for r in rows or () if r.get("compile")]
   if compiled:
     c = {k: sum(x[k] for x in compiled) for k in ("compile_s", "programs", "cache_hits")}
@@ -242,51 +272,22 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
   return "\n".join(lines)
 
 
-def comparisons(rows: list[dict], *, reference: str, variant_order: list[str] | None = None,
-                level: float = 0.95) -> str:
-  """``comparisons.md``: every variant vs ``reference``, paired over the seeds both have."""
-  seeds = sorted({r["seed"] for r in rows})
-  n = len(seeds)
-  lines = [f"# Paired comparisons with `{reference}`", "",
-           f"Differences are variant − {reference} in top-1 percentage points, paired by seed (a "
-           "seed fixes the few-shot draw, the head init and the data order). Interval: "
-           f"{level:.0%} percentile bootstrap of the mean difference; W/T/L: seeds won/tied/lost; "
-           "p: exact two-sided sign-flip permutation p-value.", "",
-           f"With {n} seeds the smallest possible p-value is 2/2^{n} = {2 / 2 ** n:.3g}"
-           + (": no difference can reach p < 0.05 here, whatever its size." if 2 / 2 ** n >= 0.05
-              else "."), ""]
-  for key, title in (("test", "test top-1 (in distribution)"), ("ood", "OOD top-1 (mean over shifts)")):
-    for dataset in sorted({r["dataset"] for r in rows}):
-      for shots in sorted({r["shots"] for r in rows if r["dataset"] == dataset}, key=plots.shots_key):
-        per = _per_seed(rows, dataset, shots, key)
-        if reference not in per:
-          continue
-        lines += [f"## {dataset}, {shots}/class: {title}", "",
-                  "| variant | mean diff (pp) | 95 % interval | W/T/L | p |", "|---|---|---|---|---|"]
-        for v in plots.ordered_variants([{"variant": k} for k in per], variant_order):
-          if v == reference:
-            continue
-          c = stats.paired_comparison(per[v], per[reference], level=level)
-          lines.append(f"| {v} | {c['mean_diff']:+.1f} | [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] "
-                       f"| {c['wins']}/{c['ties']}/{c['losses']} | {c['p_value']:.3g} |")
-        lines.append("")
-  return "\n".join(lines)
-
-
-def write_all(rows: list[dict], workdir: str, variant_order: list[str] | None = None, *,
-              reference: str = "full_finetune", best_test: str = "ci",
-              level: float = 0.95) -> list[dict]:
-  """Every output file; returns the aggregated table."""
-  table = aggregate(rows)
+def write_all(rows: list[dict], workdir: str, *, variant_order: list[str] | None = None,
+              protocol=None) -> list[dict]:
+  """Every output file; returns the aggregated table. ``protocol``: the benchmark's (its
+  ``level`` and declared ``comparisons``)."""
+  level = float(protocol.get("level", 0.95)) if protocol is not None else 0.95
+  declared = tuple(protocol.get("comparisons", ()) or ()) if protocol is not None else ()
+  table = aggregate(rows, level=level)
   write_csv(_per_cell_csv(rows), os.path.join(workdir, "results.csv"))
   write_csv(table, os.path.join(workdir, "summary.csv"))
   wd.atomic_write_text(os.path.join(workdir, "results.md"),
-                       markdown(table, variant_order, rows=rows, best_test=best_test,
-                                level=level) + "\n")
-  if any(r["variant"] == reference for r in rows):
-    wd.atomic_write_text(os.path.join(workdir, "comparisons.md"),
-                         comparisons(rows, reference=reference, variant_order=variant_order,
-                                     level=level) + "\n")
+                       markdown(table, variant_order, rows=rows, level=level,
+                                declared=declared) + "\n")
+  wd.atomic_write_text(os.path.join(workdir, "comparisons.md"),
+                       "# Declared comparisons\n\n" + comparisons_lib.markdown(
+                           comparisons_lib.evaluate(rows, declared, level=level), level=level)
+                       + "\n")
   if table:
     plots.plot(table, os.path.join(workdir, "results.png"), variant_order)
     plots.plot_cost(table, os.path.join(workdir, "cost.png"), variant_order)

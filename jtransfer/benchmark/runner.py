@@ -92,7 +92,8 @@ def _trial(ctx: kinds.Context, cell: schema.Cell, point: dict, splits) -> dict:
 def _trials(ctx: kinds.Context, cell: schema.Cell, splits, done: dict) -> list[dict]:
   """Every grid point's trial record, fitted unless ``done`` (trials.jsonl) holds it."""
   trials = []
-  for point in schema.points(ctx.variant(cell)):
+  kind = kinds.get(ctx.variant(cell).kind)
+  for point in schema.cell_points(ctx.config, cell, kind.cross_validates):
     tid = f"{cell.id}/{schema.point_id(point)}"
     rec = done.get(tid)
     if rec is None:
@@ -103,6 +104,14 @@ def _trials(ctx: kinds.Context, cell: schema.Cell, splits, done: dict) -> list[d
             flush=True)
     trials.append(rec)
   return trials
+
+
+def _selection(ctx, cell, v, kind) -> str:
+  """How the cell chose: 'val', 'fixed', 'within_draw' (cross-validation in the draw) or 'rule'
+  (its first grid point, under within-draw selection)."""
+  if not schema.within_draw(ctx.config, cell) or len(schema.points(v)) == 1:
+    return v.get("selection", "val")
+  return "within_draw" if kind.cross_validates and int(cell.shots) >= 2 else "rule"
 
 
 def _run_cell(ctx: kinds.Context, cell: schema.Cell, trials_done: dict) -> dict:
@@ -123,7 +132,7 @@ def _run_cell(ctx: kinds.Context, cell: schema.Cell, trials_done: dict) -> dict:
   search_gflops = [t["train_gflops"] for t in trials]
   row = {"cell": cell.id, "dataset": cell.dataset, "variant": cell.variant, "shots": cell.shots,
          "seed": cell.seed, "kind": v.kind, "init": v.get("init", "pretrained"),
-         "selection": v.get("selection", "val"), "budget": len(trials),
+         "selection": _selection(ctx, cell, v, kind), "budget": len(trials),
          "chosen": chosen["point"], "chosen_id": chosen["point_id"],
          "val_top1": chosen["val_top1"], "test_top1": float(scores[None]["top1"]),
          "accuracy": float(scores[None]["top1"]), "ood": ood,
@@ -238,10 +247,9 @@ def _run_locked(config, workdir: str, *, stream: TextIO, clock: Callable[[], flo
   if config.get("zeroshot"):
     _zero_shot(ctx)
   protocol = schema.protocol_of(config)
-  report.write_all(rows, workdir, variant_order=list(config.order), reference=protocol.reference,
-                   best_test=protocol.best_test, level=protocol.level)
-  print(report.markdown(report.aggregate(rows), list(config.order), best_test=protocol.best_test,
-                        level=protocol.level, rows=rows), file=stream, flush=True)
+  table = report.write_all(rows, workdir, variant_order=list(config.order), protocol=protocol)
+  print(report.markdown(table, list(config.order), rows=rows, level=protocol.level,
+                        declared=protocol.comparisons), file=stream, flush=True)
   return rows
 
 

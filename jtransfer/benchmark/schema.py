@@ -88,12 +88,18 @@ def default_protocol() -> config_dict.ConfigDict:
   # whole split costs too long to evaluate; the report states both.
   p.train_limit = 0
   p.test_limit = 0
-  # The variant every other is compared with in comparisons.md.
-  p.reference = "full_finetune"
-  # How results.md marks "not distinguishable from the best": 'ci' (the paired bootstrap interval
-  # of the difference contains 0) or 'permutation' (sign-flip p >= 1 - level).
-  p.best_test = "ci"
+  # How k-shot cells choose their hyper-parameters: 'validation' (the held-out slice above: more
+  # labels than the k they train on) or 'within_draw' ("true" few-shot, Perez et al. 2021: no
+  # label beyond the k; feature and pixel classifiers cross-validate inside the draw, k >= 2;
+  # every other variant, and every variant at k = 1, runs its first grid point, a rule declared
+  # before the run). 'all' cells always use validation.
+  p.selection = "validation"
+  # Confidence level of every interval and test.
   p.level = 0.95
+  # The declared questions, fixed before the run: (name, a, b, metric) tuples, a - b paired over
+  # draws in every (dataset, shots) cell both variants have, metric 'test' or 'ood'; Holm over
+  # them all (benchmark/comparisons.py). Nothing else is tested and nothing is marked "best".
+  p.comparisons = ()
   return p
 
 
@@ -123,6 +129,23 @@ def points(v) -> list[dict]:
   return [dict(zip(keys, values)) for values in itertools.product(*(vals for _, vals in search))]
 
 
+PROTOCOL_SELECTIONS = ("validation", "within_draw")
+
+
+def within_draw(config, cell) -> bool:
+  """Whether ``cell`` selects without labels beyond its draw (``protocol.selection``)."""
+  return protocol_of(config).selection == "within_draw" and cell.shots != "all"
+
+
+def cell_points(config, cell, cross_validates: bool) -> list[dict]:
+  """The grid points ``cell`` runs: the variant's grid, or under within-draw selection its first
+  point when the kind cannot cross-validate inside the draw (or the draw has one per class)."""
+  grid = points(config.variants[cell.variant])
+  if within_draw(config, cell) and not (cross_validates and int(cell.shots) >= 2):
+    return grid[:1]
+  return grid
+
+
 def point_id(point: dict) -> str:
   """'optim.lr=0.001,stage=3' ('default' for the empty point): the trial's name and run dir."""
   if not point:
@@ -147,5 +170,5 @@ def runs_at(v, shots, seed) -> bool:
           and (v.get("seeds") is None or seed in tuple(v.seeds)))
 
 
-__all__ = ["Cell", "SELECTIONS", "cells", "default_protocol", "point_id", "points", "protocol_of",
-           "runs_at", "shift_name", "shifts_of", "slug", "variant"]
+__all__ = ["Cell", "PROTOCOL_SELECTIONS", "SELECTIONS", "cell_points", "cells", "default_protocol", "point_id", "points", "protocol_of",
+           "runs_at", "shift_name", "shifts_of", "slug", "variant", "within_draw"]

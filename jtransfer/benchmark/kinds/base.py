@@ -67,6 +67,9 @@ class Kind:
   # The names ``args`` and ``search`` may use; None = dotted config keys (trained kinds).
   arg_names: frozenset[str] | None = frozenset()
   # Whether ``teacher=`` must / may name an earlier variant, and of which kinds (None: any).
+  # Whether ``fit`` can score a point by cross-validation inside the cell's draw (within-draw
+  # selection, ``protocol.selection``); kinds that cannot run their first grid point there.
+  cross_validates = False
   needs_teacher = False
   takes_teacher = False
   teacher_kinds: tuple[type, ...] | None = None

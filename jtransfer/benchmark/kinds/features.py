@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
+from sklearn import model_selection
+
 from jtransfer.benchmark import evaluation, evaluators, schema
 from jtransfer.benchmark.kinds.base import Context, Kind
 from jtransfer.train import metrics as metrics_lib
@@ -36,6 +39,7 @@ class Features(Kind):
   """One evaluator of ``evaluators.EVALUATORS`` as a kind."""
 
   uses_features = True
+  cross_validates = True
 
   def __init__(self, evaluator: str):
     self.name = self.evaluator = evaluator
@@ -66,12 +70,24 @@ class Features(Kind):
     f = fwd["flops_per_example"]
     return {"train_gflops": None if f is None else f * n / 1e9, "peak_bytes": fwd["peak_bytes"]}
 
+  def _cross_validate(self, cell, cfg, args: dict, x, y) -> dict:
+    """Stratified k-fold accuracy inside the draw (k = min(shots, 5)): no label beyond it."""
+    folds = model_selection.StratifiedKFold(n_splits=min(int(cell.shots), 5), shuffle=True,
+                                            random_state=int(cell.seed))
+    correct = sum(int(np.sum(self._predict(cell, cfg, args, x[tr], y[tr], x[te])["predictions"]
+                             == y[te])) for tr, te in folds.split(x, y))
+    return {"top1": correct / len(y), "num_examples": int(len(y)), "cross_validated": True}
+
   def fit(self, ctx: Context, cell, point, splits) -> dict:
     cfg = ctx.cell_config(cell, splits=splits)
     x, y = evaluation.few(cell, *self.arrays(ctx, cfg, splits.pool))
-    vx, vy = self.arrays(ctx, cfg, splits.val)
     d, c = x.shape[1], evaluation.num_classes(cfg.data)
-    return {"val": self._scores(cell, cfg, ctx.args(cell, point), x, y, vx, vy),
+    args = ctx.args(cell, point)
+    if schema.within_draw(ctx.config, cell) and int(cell.shots) >= 2:
+      val = self._cross_validate(cell, cfg, args, x, y)
+    else:
+      val = self._scores(cell, cfg, args, x, y, *self.arrays(ctx, cfg, splits.val))
+    return {"val": val,
             "trainable_params": _PARAMS.get(self.evaluator, lambda d, c: d * c + c)(d, c),
             **self.forward_cost(ctx, cfg, len(x))}
 
