@@ -25,14 +25,22 @@ def test_summarize_is_the_student_t_interval():
 
 def test_summarize_of_one_value_has_no_interval_and_equal_values_a_point():
   one = stats.summarize([42.0])
-  assert one["ci_low"] is None and one["ci_high"] is None and one["std"] == 0.0
-  assert stats.summarize([3.0, 3.0, 3.0])[("ci_low")] == 3.0
+  assert one["ci_low"] is None and one["ci_high"] is None and one["std"] is None
+  assert (one["n"], one["mean"], one["min"], one["median"], one["max"]) == (1, 42.0, 42.0, 42.0, 42.0)
+  flat = stats.summarize([3.0, 3.0, 3.0])
+  assert flat["ci_low"] == flat["ci_high"] == 3.0 and flat["std"] == 0.0
+  # Another level is the same t-interval at that level.
+  x = [1.0, 2.5, 2.0, 4.0]
+  low, high = sps.t.interval(0.9, 3, loc=np.mean(x), scale=sps.sem(x))
+  s90 = stats.summarize(x, level=0.9)
+  assert (s90["ci_low"], s90["ci_high"]) == pytest.approx((low, high), rel=1e-12)
 
 
 def test_binomial_interval_is_clopper_pearson():
-  for k, n in ((712, 1000), (0, 50), (50, 50), (3, 10)):
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-    assert stats.binomial_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+  for k, n, level in ((712, 1000, 0.95), (0, 50, 0.95), (50, 50, 0.95), (3, 10, 0.95),
+                      (360, 450, 0.95), (1, 1, 0.9), (7, 20, 0.99)):
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    assert stats.binomial_interval(k, n, level=level) == pytest.approx((ci.low, ci.high), abs=1e-12)
   low, high = stats.binomial_interval(700, 1000)
   assert 0.02 < (high - low) / 2 < 0.035  # 1,000 test images carry about ± 3 points
 
@@ -56,6 +64,21 @@ def test_paired_matches_scipy_t_wilcoxon_and_the_permutation_test():
   assert (c["ci_low"] > 0) == (c["p_t"] < 0.05)
 
 
+def test_paired_with_a_zero_and_tied_differences_matches_scipy():
+  d = np.array([1.0, 0.0, 2.0, -1.0, 1.0, 3.0, 4.0])  # one zero, |d| = 1 three times
+  a, b = dict(enumerate(d + 70.0)), dict(enumerate(np.full(7, 70.0)))
+  c = stats.paired(a, b)
+  assert (c["wins"], c["ties"], c["losses"]) == (5, 1, 1)
+  assert c["p_t"] == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+  assert c["p_wilcoxon"] == pytest.approx(sps.wilcoxon(d).pvalue, rel=1e-12)
+  perm = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf)
+  assert c["p_signflip"] == pytest.approx(perm.pvalue, rel=1e-9)
+  # Every sign pattern of n pairs: the exact test's p cannot go below 2 / 2**n.
+  big = stats.paired(dict(enumerate(np.arange(1.0, 11.0))), dict(enumerate(np.zeros(10))))
+  assert big["p_signflip"] == pytest.approx(2 / 2**10)
+  assert big["p_wilcoxon"] == pytest.approx(sps.wilcoxon(np.arange(1.0, 11.0)).pvalue)
+
+
 def test_paired_uses_only_common_draws_and_handles_degenerate_differences():
   c = stats.paired({0: 1.0, 1: 2.0, 7: 5.0}, {0: 0.0, 1: 1.0, 3: 9.0})
   assert c["n"] == 2 and c["mean_diff"] == 1.0
@@ -66,6 +89,8 @@ def test_paired_uses_only_common_draws_and_handles_degenerate_differences():
   assert single["p_t"] is None and single["ci_low"] is None
   with pytest.raises(ValueError, match="no draws in common"):
     stats.paired({0: 1.0}, {1: 1.0})
+  assert stats.paired({0: 1.0, 1: 3.0}, {0: 0.0, 1: 1.0}, level=0.5)["ci_low"] == pytest.approx(
+      sps.t.interval(0.5, 1, loc=1.5, scale=0.5)[0])
 
 
 def test_holm_by_hand():
@@ -73,6 +98,15 @@ def test_holm_by_hand():
   # sorted: a .01*4=.04, c .03*3=.09, b .04*2=.08 -> monotone .09, d .5*1 -> .5
   assert adj == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
   assert stats.holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+  # Six tests, a tie, keys of any hashable kind, order kept:
+  # sorted .001*6=.006, .01*5=.05, .01*4=.04 -> .05, .02*3=.06, .2*2=.4, .9*1=.9
+  raw = {("q", 1): 0.02, ("q", 2): 0.01, 3: 0.9, "z": 0.001, 5: 0.2, 6: 0.01}
+  adj = stats.holm(raw)
+  assert list(adj) == list(raw)
+  assert adj == pytest.approx({("q", 1): 0.06, ("q", 2): 0.05, 3: 0.9, "z": 0.006, 5: 0.4,
+                               6: 0.05})
+  assert all(adj[k] >= raw[k] for k in raw)  # never below the raw p
+  assert stats.holm({"only": 0.03}) == {"only": 0.03}  # one test: nothing to correct
   assert stats.holm({}) == {}
   with pytest.raises(ValueError, match="outside"):
     stats.holm({"x": 1.5})
@@ -85,3 +119,15 @@ def test_bad_input_is_named():
     stats.summarize([1.0, 2.0], level=95)
   with pytest.raises(ValueError, match="correct"):
     stats.binomial_interval(11, 10)
+  with pytest.raises(ValueError, match="positive integer"):
+    stats.binomial_interval(0, 0)
+  with pytest.raises(ValueError, match="level"):
+    stats.binomial_interval(5, 10, level=1.0)
+  with pytest.raises(ValueError, match="no values"):
+    stats.summarize([])
+  with pytest.raises(ValueError, match="non-finite"):
+    stats.paired({0: 1.0, 1: float("inf")}, {0: 0.0, 1: 0.0})
+  with pytest.raises(ValueError, match="level"):
+    stats.paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, level=0.0)
+  with pytest.raises(ValueError, match="non-finite"):
+    stats.holm({"x": float("nan")})

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 from jtransfer.benchmark import plots, stats
 
-__all__ = ["METRICS", "check", "evaluate", "markdown"]
+__all__ = ["METRICS", "check", "evaluate", "markdown", "section", "settings"]
 
 METRICS = ("test", "ood")
 
@@ -93,14 +93,29 @@ def markdown(results: list[dict], *, level: float = 0.95) -> str:
     lines.append(
         f"| {r['name']} (`{r['a']}` − `{r['b']}`, {metric}) | {r['dataset']}, {r['shots']}/class "
         f"| {r['mean_diff']:+.1f} | {_ci(r)} | {r['n']} | {r['wins']}/{r['ties']}/{r['losses']} "
-        f"| {_p(r['p_t'])} | **{_p(r['p_holm'])}** | {_p(r['p_wilcoxon'])} | "
+        f"| {_p(r['p_t'])} | {_p(r['p_holm'])} | {_p(r['p_wilcoxon'])} | "
         f"{_p(r['p_signflip'])} |")
-  smallest = min(r["n"] for r in results)
+  if not family:
+    return "\n".join(lines + ["", "No cell had two draws of both sides: no test is possible."])
+  smallest = min(r["n"] for r in results if r["p_t"] is not None)
   lines += ["", f"Paired over the draws both variants have (a draw fixes the few-shot sample, the "
             "head's init and the data order). The primary test is the paired t-test (its "
             f"interval excludes 0 exactly when p < {1 - level:.2g}); the p-values are "
-            f"Holm-adjusted over the {family} tests of this declared family (**p Holm**). "
+            f"Holm-adjusted over the {family} tests of this declared family (p Holm). "
             "Wilcoxon and sign-flip are exact tests that assume no normality, shown as checks: "
             f"with n draws their smallest p is 2/2^n (n = {smallest}: {2 / 2 ** smallest:.2g})."
             " A cell with one draw has no test."]
   return "\n".join(lines)
+
+
+def settings(protocol) -> tuple[float, tuple]:
+  """``(level, declared comparisons)`` of a protocol ConfigDict (or dict); defaults for None."""
+  if protocol is None:
+    return 0.95, ()
+  return float(protocol.get("level", 0.95)), tuple(protocol.get("comparisons", ()) or ())
+
+
+def section(rows, protocol) -> str:
+  """``markdown`` of the comparisons ``protocol`` declares, evaluated on ``rows``."""
+  level, declared = settings(protocol)
+  return markdown(evaluate(rows or [], declared, level=level), level=level)

@@ -3,7 +3,10 @@
     plots.plot(table, "results.png", variant_order)     # table: report.aggregate(rows)
     plots.plot_cost(table, "cost.png"); plots.plot_ood(table, "ood.png")
 
-Each PNG is written atomically; matplotlib (the 'plot' extra) is imported on first use.
+Each PNG is written atomically; matplotlib (the 'plot' extra) is imported on first use. The bars
+of ``plot`` are the table's Student-t intervals of the mean over draws (``acc_ci_low``/``_high``,
+``stats.summarize``): the spread a new draw would bring, none for a cell with one draw; the test
+set's own interval is in results.md, not drawn.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _colors(variants):
 
 
 def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -> None:
-  """Top-1 vs examples per class (log axis), one line per variant, 95 % intervals as bars."""
+  """Top-1 vs examples per class (log axis), one line per variant, t-intervals over draws as bars."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -64,7 +67,7 @@ def plot(table: list[dict], path: str, variant_order: list[str] | None = None) -
     ticks = numeric + ([all_x] if any(r["shots"] == "all" for r in rows) else [])
     ax.set_xticks(ticks, [str(t) for t in numeric] + (["all"] if len(ticks) > len(numeric) else []))
     ax.set_xlabel("training examples per class")
-    ax.set_ylabel("test top-1 accuracy (%), 95 % interval over seeds")
+    ax.set_ylabel("test top-1 accuracy (%), t-interval of the mean over draws")
     ax.set_title(dataset)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -1,8 +1,8 @@
 """Benchmark results → tables, comparisons and plots.
 
     rows = report.load_results("workdirs/demo/results.jsonl")
-    table = report.aggregate(rows)   # per (dataset, variant, shots): mean, 95% CI, min/median/max
-    report.write_all(rows, "workdirs/demo", variant_order=[...], reference="full_finetune")
+    table = report.aggregate(rows)   # per (dataset, variant, shots): mean, t-interval, spread
+    report.write_all(rows, "workdirs/demo", variant_order=[...], protocol=schema.protocol_of(config))
 
 Writes ``results.csv`` (one row per cell and draw: variant, dataset, shots, seed, selection, its
 budget and labels, the chosen hyper-parameters, val/test/OOD top-1, the test set's size, the
@@ -16,6 +16,10 @@ cells, the declared comparisons), ``comparisons.md`` (the declared comparisons,
 
 A result row is a dict with at least ``dataset``, ``variant``, ``shots`` (int, or "all"),
 ``seed``, ``accuracy`` (test top-1, 0..1) and ``wall_s``; the harness adds the rest.
+
+Intervals (``stats.py``): Student-t over draws (a cell with one draw says so) and the test set's own
+Clopper-Pearson half-width (rows with ``test_n``). Only ``protocol.comparisons`` are tested
+(``comparisons.py``); no variant is marked best.
 """
 
 from __future__ import annotations
@@ -157,21 +161,13 @@ def _acc(r, level) -> str:
   return text
 
 
-def _flagged(variants, shots, cell) -> list[str]:
-  out = []
-  for v in variants:
-    for s in shots:
-      r = cell.get((v, s))
-      if r is not None and r.get("not_converged"):
-        out.append(f"{v} at {s}/class ({r['not_converged']} of {r['seeds']} draws)")
-  return out
-
-
-def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=None,
-             level: float = 0.95, declared=()) -> str:
+def markdown(table: list[dict], variant_order: list[str] | None = None, *, protocol=None,
+             rows=None) -> str:
   """Per dataset: test top-1 (mean, Student-t interval over draws, the test set's own interval),
   spread, OOD, cost, selection and budget tables, the runs flagged as not converged; then the
-  declared comparisons (``rows``, the per-draw results, are needed for those)."""
+  comparisons ``protocol.comparisons`` declares, at ``protocol.level`` (``rows``, the per-draw
+  results, are needed for those)."""
+  level, declared = comparisons_lib.settings(protocol)
   lines = []
   for dataset in sorted({r["dataset"] for r in table}):
     trs = [r for r in table if r["dataset"] == dataset]
@@ -199,8 +195,15 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
         "the Clopper-Pearson half-width of one draw's test accuracy — what the finite test set "
         "alone carries. No variant is marked best: the declared comparisons below are the tests.",
         ""]
-    flagged = _flagged(variants, shots, cell)
-    lines += ([f"**Not converged** (training loss and validation top-1 both still improving over "
+    single = [f"{v} at {s}/class" for v in variants for s in shots
+              if (v, s) in cell and cell[(v, s)]["seeds"] < 2]
+    if single:
+      which = "every cell" if len(single) == len(trs) else ", ".join(single)
+      lines += [f"With one draw no interval over draws and no test is possible: {which} (the test "
+                "set's own interval still holds for that draw).", ""]
+    flagged = [f"{v} at {s}/class ({cell[(v, s)]['not_converged']} of {cell[(v, s)]['seeds']} "
+               "draws)" for v in variants for s in shots if cell.get((v, s), {}).get("not_converged")]
+    lines += ([f"Not converged (training loss and validation top-1 both still improving over "
                f"the last quarter, `budget.convergence`): {'; '.join(flagged)}. Read these cells "
                "as lower bounds of what the method reaches with a larger budget.", ""]
               if flagged else ["Every trained run that logged enough points to judge had settled "
@@ -260,9 +263,7 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
                    f"{chosen} |")
     lines.append("")
   if declared:
-    lines += ["## Declared comparisons", "",
-              comparisons_lib.markdown(comparisons_lib.evaluate(rows or [], declared, level=level),
-                                       level=level), ""]
+    lines += ["## Declared comparisons", "", comparisons_lib.section(rows, protocol), ""]
   compiled = [r["compile"] for r in rows or () if r.get("compile")]
   if compiled:
     c = {k: sum(x[k] for x in compiled) for k in ("compile_s", "programs", "cache_hits")}
@@ -274,20 +275,15 @@ def markdown(table: list[dict], variant_order: list[str] | None = None, *, rows=
 
 def write_all(rows: list[dict], workdir: str, *, variant_order: list[str] | None = None,
               protocol=None) -> list[dict]:
-  """Every output file; returns the aggregated table. ``protocol``: the benchmark's (its
-  ``level`` and declared ``comparisons``)."""
-  level = float(protocol.get("level", 0.95)) if protocol is not None else 0.95
-  declared = tuple(protocol.get("comparisons", ()) or ()) if protocol is not None else ()
-  table = aggregate(rows, level=level)
+  """Every output file; returns the aggregated table. ``protocol``: the benchmark's
+  (``schema.protocol_of(config)``: its ``level`` and declared ``comparisons``)."""
+  table = aggregate(rows, level=comparisons_lib.settings(protocol)[0])
   write_csv(_per_cell_csv(rows), os.path.join(workdir, "results.csv"))
   write_csv(table, os.path.join(workdir, "summary.csv"))
   wd.atomic_write_text(os.path.join(workdir, "results.md"),
-                       markdown(table, variant_order, rows=rows, level=level,
-                                declared=declared) + "\n")
+                       markdown(table, variant_order, protocol=protocol, rows=rows) + "\n")
   wd.atomic_write_text(os.path.join(workdir, "comparisons.md"),
-                       "# Declared comparisons\n\n" + comparisons_lib.markdown(
-                           comparisons_lib.evaluate(rows, declared, level=level), level=level)
-                       + "\n")
+                       "# Declared comparisons\n\n" + comparisons_lib.section(rows, protocol) + "\n")
   if table:
     plots.plot(table, os.path.join(workdir, "results.png"), variant_order)
     plots.plot_cost(table, os.path.join(workdir, "cost.png"), variant_order)

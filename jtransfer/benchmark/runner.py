@@ -248,8 +248,8 @@ def _run_locked(config, workdir: str, *, stream: TextIO, clock: Callable[[], flo
     _zero_shot(ctx)
   protocol = schema.protocol_of(config)
   table = report.write_all(rows, workdir, variant_order=list(config.order), protocol=protocol)
-  print(report.markdown(table, list(config.order), rows=rows, level=protocol.level,
-                        declared=protocol.comparisons), file=stream, flush=True)
+  print(report.markdown(table, list(config.order), protocol=protocol, rows=rows), file=stream,
+        flush=True)
   return rows
 
 

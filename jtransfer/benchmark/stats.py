@@ -66,17 +66,18 @@ def _t_interval(x: np.ndarray, level: float) -> tuple[float | None, float | None
   mean, sd = float(np.mean(x)), float(np.std(x, ddof=1))
   if sd == 0.0:
     return mean, mean
-  half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+  half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / float(np.sqrt(n))
   return mean - half, mean + half
 
 
 def summarize(values: Iterable[float], *, level: float = 0.95) -> dict:
   """``{n, mean, std, min, median, max, ci_low, ci_high}``: the Student-t interval of the mean
-  (``None`` for one value; a point when every value is equal); ``std`` with divisor n − 1."""
+  (a point when every value is equal); ``std`` with divisor n − 1. One value has no spread to
+  estimate: ``std``, ``ci_low`` and ``ci_high`` are then ``None``, not 0."""
   x = _as_values(values, "summarize")
   low, high = _t_interval(x, _check_level(level))
   return {"n": int(len(x)), "mean": float(np.mean(x)),
-          "std": float(np.std(x, ddof=1)) if len(x) > 1 else 0.0,
+          "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
           "min": float(np.min(x)), "median": float(np.median(x)), "max": float(np.max(x)),
           "ci_low": low, "ci_high": high}
 
@@ -108,8 +109,11 @@ def _signflip_p(d: np.ndarray, *, seed: int = 0, n_resamples: int = 100_000) -> 
 
 def paired(a: Mapping[Hashable, float], b: Mapping[Hashable, float], *,
            level: float = 0.95) -> dict:
-  """``a - b`` over the draws both have: ``{n, mean_diff, ci_low, ci_high, p_t, p_wilcoxon,
-  p_signflip, wins, ties, losses}``; tests are two-sided, ``None`` where n < 2."""
+  """``a - b`` over the draws (keys) both have: ``{n, mean_diff, ci_low, ci_high, p_t, p_wilcoxon,
+  p_signflip, wins, ties, losses}``. Tests are two-sided; ``p_t`` is the primary one. With one
+  common draw the interval and every p are ``None``; all-zero differences give p = 1; equal
+  non-zero differences a point interval and ``p_t`` = 0 (t is infinite). Keys in only one of
+  ``a``, ``b`` are left out; none in common is an error."""
   level = _check_level(level)
   common = sorted(set(a) & set(b), key=str)
   if not common:
