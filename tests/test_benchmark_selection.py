@@ -30,7 +30,8 @@ def _config(init: str):
   c.shots = (2,)
   c.seeds = (0,)
   c.shot_overrides = {}
-  c.protocol = config_dict.ConfigDict({"val_per_class": 10})
+  c.protocol = config_dict.ConfigDict({
+      "val_per_class": 10, "comparisons": (("FT vs ridge", "full_finetune", "ridge", "test"),)})
   c.shifts = (SHIFT,)
   c.variants = config_dict.ConfigDict({
       "ridge": harness.variant("ridge", search={"l2_reg": (0.01, 1.0, 100.0)}),
@@ -159,7 +160,8 @@ def test_results_csv_has_every_column_per_cell(finished):
   assert by["wise"]["train_gflops"] == by["full_finetune"]["train_gflops"]
   for name in ("results.md", "comparisons.md", "results.png", "cost.png", "ood.png", "summary.csv"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-  assert "smallest possible p-value is 2/2^1" in open(os.path.join(workdir, "comparisons.md")).read()
+  text = open(os.path.join(workdir, "comparisons.md")).read()
+  assert "FT vs ridge (`full_finetune` − `ridge`, test)" in text and "no test is possible" in text
 
 
 def test_restart_skips_finished_trials_and_cells(finished, pretrained):

@@ -18,6 +18,7 @@ it had converged, how many labels its selection used, how many test examples its
 
 from __future__ import annotations
 
+import os
 import re
 
 from jtransfer import workdir as wd
@@ -52,7 +53,10 @@ def _selection_labels(ctx, cell, trials, splits) -> int:
 def _converged(run_dir: str | None, steps: int | None):
   if not run_dir or not steps:
     return None, "no training run"
-  records = wd.read_jsonl(wd.RunDir(run_dir).metrics)
+  path = wd.RunDir(run_dir).metrics
+  if not os.path.exists(path):  # a kind with its own loop (FedAvg) logs no metrics
+    return None, "no metrics logged"
+  records = wd.read_jsonl(path)
   loss, val = budget.points_from_records(records)
   out = budget.convergence(loss, val, total_steps=int(steps))
   return (None if out["flag"] is None else not out["flag"]), out["reason"]
