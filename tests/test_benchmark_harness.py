@@ -45,6 +45,10 @@ def finished(tmp_path_factory):
   # As the CLI does: seed 1's runs reuse seed 0's compiled programs.
   jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  # A fresh process as far as programs go: the compile tests below count what this run compiles,
+  # and an earlier test file in the same worker may have built the same tiny programs.
+  jax.clear_caches()
+  programs.clear()
   workdir = str(tmp_path_factory.mktemp("bench"))
   with open(os.devnull, "w") as sink:
     rows = harness.run(tiny_config(), workdir, stream=sink)
