@@ -200,9 +200,13 @@ def get_config(arg=None):
     v.llrd = _variant("train", freezing=freezing("layerwise_decay", decay=0.7,
                                                  head_lr_mult=HEAD_LR_MULT),
                       search={"optim.lr": lrs}, **trained)
-    # Surgical fine-tuning (Lee et al. 2023): one stage + the head, every stage a candidate.
-    v.surgical = _variant("surgical", search={"stage": tuple(range(7))}, **trained)
-    order += ["l2sp", "llrd", "surgical"]
+    # Surgical fine-tuning (Lee et al. 2023): one stage + the head, every stage a candidate,
+    # trained and chosen on the shifted distribution, one variant per shift (the stage per shift).
+    for name, severity in config.shifts:
+      v[f"surgical_{name}"] = _variant("surgical_shift", args={"shift": f"{name}-{severity}"},
+                                       search={"stage": tuple(range(7))}, **trained)
+      order.append(f"surgical_{name}")
+    order += ["l2sp", "llrd"]
   config.variants = v
   config.order = tuple(order)
 

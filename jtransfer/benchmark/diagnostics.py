@@ -72,7 +72,7 @@ def cell_facts(ctx, cell, chosen: dict, trials: list[dict], splits, config: dict
   steps = chosen.get("steps")
   if steps:
     n = _train_examples(cell, splits, evaluation.num_classes(
-        ctx.cell_config(cell, splits=splits).data))
+        ctx.cell_config(cell, point=chosen["point"], splits=splits).data))
     facts["budget_steps"] = int(steps)
     facts["budget_epochs"] = (int(steps) * int(data["batch_size"]) / n) if n else None
   converged, why = _converged(chosen.get("run_dir"), steps)

@@ -24,12 +24,13 @@ from jtransfer.benchmark.kinds.features import Features
 from jtransfer.benchmark.kinds.fedavg import FedAvg
 from jtransfer.benchmark.kinds.lp_ft import LPFT
 from jtransfer.benchmark.kinds.pixels import Pixels
-from jtransfer.benchmark.kinds.trained import Surgical, Trained
+from jtransfer.benchmark.kinds.trained import Surgical, SurgicalShift, Trained
 from jtransfer.benchmark.kinds.wise import WiSE
 
 KINDS: dict[str, Kind] = {
     "train": Trained(),
     "surgical": Surgical(),
+    "surgical_shift": SurgicalShift(),
     "lp_ft": LPFT(),
     "wise": WiSE(),
     "fedavg": FedAvg(),

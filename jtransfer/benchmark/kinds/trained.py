@@ -18,8 +18,10 @@ from ml_collections import config_dict
 
 from jtransfer import methods, models, optim
 from jtransfer import workdir as wd
-from jtransfer.benchmark import evaluation
+from jtransfer.benchmark import evaluation, schema
 from jtransfer.benchmark.kinds.base import Context, Kind
+from jtransfer.data import config as data_config
+from jtransfer.data import corruptions
 from jtransfer.train import trainer
 from jtransfer.train.config import apply_overrides
 
@@ -84,12 +86,12 @@ class Trained(Kind):
     return test_export(ctx, cell, chosen, splits)
 
 
-def test_export(ctx: Context, cell, chosen: dict, splits) -> dict:
+def test_export(ctx: Context, cell, chosen: dict, splits, *, cfg=None) -> dict:
   """The chosen trial's exported variables on the test split and every shift (its run's model
-  config)."""
+  config; ``cfg``: the cell's config, when the kind's own differs from what tests it)."""
   run_dir = chosen["run_dir"]
   meta, variables = exported(run_dir)
-  cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
+  cfg = cfg or ctx.cell_config(cell, point=chosen["point"], splits=splits)
   return evaluation.on_test_and_shifts(ctx.config, cfg, run_config(run_dir).model,
                                        meta["num_classes"], variables, splits.test)
 
@@ -125,4 +127,41 @@ class Surgical(Trained):
       cfg.loss.distill.teacher = teacher
 
 
-__all__ = ["Surgical", "Trained", "exported", "run_config", "surgical_freezing", "test_export"]
+class SurgicalShift(Surgical):
+  """'surgical_shift' (Lee et al. 2023, as the paper runs it): one stage and the head fine-tune on
+  labelled examples of the *shifted* distribution — the cell's draw with the corruption ``shift``
+  (a name of ``config.shifts``, e.g. 'gaussian_noise-3') applied in training and on validation —
+  so the stage chosen on validation is the stage for that shift; every stage a search candidate.
+  Tested on the test split and every shift as any variant; the row's ``ood`` of its own shift is
+  the number the paper compares across stages."""
+
+  name = "surgical_shift"
+  arg_names = frozenset({"stage", "shift"})
+
+  def check(self, config, name, v, grid, where):
+    super().check(config, name, v, grid, where)
+    known = {schema.shift_name(n, s): (n, s) for n, s in schema.shifts_of(config)}
+    for p in grid:
+      shift = {**dict(v.args), **p}.get("shift")
+      if shift not in known:
+        raise ValueError(f"{where}: shift={shift!r} must name one of config.shifts {sorted(known)}")
+
+  def configure(self, cfg, v, point, *, teacher, where):
+    super().configure(cfg, v, point, teacher=teacher, where=where)
+    name, severity = str({**dict(v.args), **point}["shift"]).rsplit("-", 1)
+    for train in (True, False):  # the training draw and the validation it is chosen on
+      key = "pp_train" if train else "pp_eval"
+      cfg.data[key] = corruptions.shifted_pp(data_config.resolve_pp(cfg.data, train=train), name,
+                                             int(severity), seed=0)
+
+  def test(self, ctx: Context, cell, chosen, splits) -> dict:
+    # The test split and the shifts with the clean evaluation pipeline: the run's own pp_eval
+    # is corrupted, and the shifted test sets get their corruption from the harness, once.
+    cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
+    cfg.data.pp_eval = [op for op in cfg.data.pp_eval
+                        if (op.get("op") if hasattr(op, "get") else op) != "corrupt"]
+    return test_export(ctx, cell, chosen, splits, cfg=cfg)
+
+
+__all__ = ["Surgical", "SurgicalShift", "Trained", "exported", "run_config", "surgical_freezing",
+           "test_export"]
