@@ -71,4 +71,10 @@ def get_config(arg=None):
   config.variants = v
   config.order = ("scratch", "ncm", "ncm_source", "ncm_reptile", "full_finetune",
                   "source_finetune", "reptile_finetune")
+  config.protocol.comparisons = (
+      ("Reptile start vs ImageNet start, fine-tuned", "reptile_finetune", "full_finetune", "test"),
+      ("Reptile start vs supervised source start, fine-tuned", "reptile_finetune",
+       "source_finetune", "test"),
+      ("Reptile start vs ImageNet start, prototypes", "ncm_reptile", "ncm", "test"),
+  )
   return config
