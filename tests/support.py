@@ -183,3 +183,18 @@ def assert_selection_ignores_test_labels(run, rows, trials, monkeypatch):
     assert a["chosen"] == b["chosen"] and a["val_top1"] == b["val_top1"]
   assert any(a["test_top1"] != b["test_top1"] for a, b in zip(by_cell(rows), by_cell(shuffled)))
   return shuffled
+
+
+def random_pretrained(directory: str) -> str:
+  """Random-init 'pretrained' weights of ``tiny_experiment``'s model, with their model.json, in
+  ``directory/w``: a benchmark can start from them without a pretraining run."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from jtransfer import models, weights  # pylint: disable=g-import-not-at-top
+  cfg = tiny_experiment("uci_digits", 1)
+  model = models.from_config(cfg.model, num_classes=10)
+  variables = model.init(init_key(), np.zeros((1, 8, 8, 3), np.float32), train=False)
+  path = os.path.join(directory, "w")
+  weights.save(jax.tree.map(np.asarray, dict(variables)), path,
+               metadata=models.meta(cfg.model, num_classes=10))
+  return path

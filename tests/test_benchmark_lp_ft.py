@@ -5,13 +5,12 @@ does) and θ1 the fine-tune from it; the α curve is reported; selection never r
 import json
 import os
 
-import jax
 from ml_collections import config_dict
 import numpy as np
 import pytest
 import support
 
-from jtransfer import models, optim, weights
+from jtransfer import optim, weights
 from jtransfer.benchmark import evaluation, evaluators, features, harness, kinds
 from jtransfer.benchmark.kinds import features as features_kind
 from jtransfer.workdir import RunDir
@@ -43,13 +42,8 @@ def _config(init: str):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  cfg = support.tiny_experiment("uci_digits", 3)
-  model = models.from_config(cfg.model, num_classes=10)
-  variables = model.init(support.init_key(), np.zeros((1, 8, 8, 3), np.float32), train=False)
-  path = str(tmp_path_factory.mktemp("weights") / "w")
-  weights.save(jax.tree.map(np.asarray, dict(variables)), path,
-               metadata=models.meta(cfg.model, num_classes=10))
-  return path
+  """Random-init 'pretrained' weights with their model.json: no pretraining run needed."""
+  return support.random_pretrained(str(tmp_path_factory.mktemp("weights")))
 
 
 def _run(config, workdir):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import support
 
-from jtransfer import data, models, optim, weights
+from jtransfer import data, optim
 from jtransfer.benchmark import harness
 from jtransfer.data import sources
 
@@ -46,13 +46,7 @@ def _config(init: str):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
   """Random-init 'pretrained' weights with their model.json: no pretraining run needed."""
-  cfg = _experiment("")
-  model = models.from_config(cfg.model, num_classes=10)
-  variables = model.init(support.init_key(), np.zeros((1, 8, 8, 3), np.float32), train=False)
-  path = str(tmp_path_factory.mktemp("weights") / "w")
-  weights.save(jax.tree.map(np.asarray, dict(variables)), path,
-               metadata=models.meta(cfg.model, num_classes=10))
-  return path
+  return support.random_pretrained(str(tmp_path_factory.mktemp("weights")))
 
 
 def _run(config, workdir, log=None):
