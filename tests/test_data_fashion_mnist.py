@@ -38,6 +38,7 @@ def test_a_hand_written_set_reads_whole_through_the_builder(tmp_path, monkeypatc
   expected = _fake_set(tmp_path / "files")
   monkeypatch.setenv(fashion_mnist.ENV, str(tmp_path / "files"))
   builder = datasets.get_builder("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+  assert builder.name == "fashion_mnist_offline"  # Not TFDS's own 'fashion_mnist'.
   assert builder.info.splits["train"].num_examples == 6
   assert builder.info.features["label"].names[9] == "Ankle boot"
   for split, (images, labels) in expected.items():
@@ -77,12 +78,14 @@ def test_a_missing_folder_says_how_to_get_the_files(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist.*"
                                               "JTRANSFER_FASHION_MNIST_DIR"):
     fashion_mnist.load_split("test")
+  with pytest.raises(FileNotFoundError, match="nowhere.*apt-get install dataset-fashion-mnist"):
+    datasets.get_builder("fashion_mnist", data_dir=str(tmp_path / "tfds"))
 
 
-def test_the_installed_files_have_the_published_sizes(monkeypatch):
-  """Needs Debian's dataset-fashion-mnist (make test installs it): fails, never skips."""
-  monkeypatch.delenv(fashion_mnist.ENV, raising=False)
-  images, labels = fashion_mnist.load_split("test")
-  assert images.shape == (10_000, 28, 28, 1) and np.bincount(labels).tolist() == [1000] * 10
-  labels_file = os.path.join(fashion_mnist.DEFAULT_DIR, fashion_mnist.FILES["train"][1])
-  assert np.bincount(fashion_mnist.read_idx(labels_file, 2049)).tolist() == [6000] * 10
+def test_the_installed_files_have_the_published_sizes():
+  """Parses the files in $JTRANSFER_FASHION_MNIST_DIR or Debian's dataset-fashion-mnist (make test
+  installs it) without preparing them (0.4 s): fails, never skips, where they are missing."""
+  for split, n in (("train", 60_000), ("test", 10_000)):
+    images, labels = fashion_mnist.load_split(split)
+    assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [n // 10] * 10

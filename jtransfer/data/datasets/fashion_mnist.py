@@ -15,6 +15,8 @@ variable ``JTRANSFER_FASHION_MNIST_DIR`` names another folder holding the same f
 Configs name it ``fashion_mnist`` (``datasets.OFFLINE_BUILDERS``); its TFDS name is
 ``fashion_mnist_offline``, so it never mixes with a TFDS-prepared ``fashion_mnist`` in the same
 data_dir.
+
+Preparing all 70,000 images takes about 20-25 s on a 2-core CPU, once (38 MB written).
 """
 import gzip
 import os
@@ -41,7 +43,10 @@ def source_dir() -> str:
 
 
 def how_to_get(missing: str) -> str:
-  return (f'Fashion-MNIST: {missing} not found. On Debian/Ubuntu: apt-get install '
+  """The error text for a missing idx file: where the files come from and how to point at them."""
+  where = (f'{ENV} is set to {os.environ[ENV]!r}, which is read instead of {DEFAULT_DIR}. '
+           if os.environ.get(ENV) else '')
+  return (f'Fashion-MNIST: {missing} not found. {where}On Debian/Ubuntu: apt-get install '
           f'dataset-fashion-mnist (files in {DEFAULT_DIR}); elsewhere put the four idx .gz files '
           '(github.com/zalandoresearch/fashion-mnist, MIT licence) in a folder and set '
           f'{ENV} to it.')
