@@ -39,8 +39,9 @@ def variant(kind: str, *, init: str = "pretrained", freezing=None, overrides=(),
   """One variant of a benchmark config (configs build variants with this).
 
   Args:
-    kind: a name of ``benchmark.kinds.KINDS``: 'train', 'surgical', 'wise', 'fedavg', or a feature
-      evaluator (ridge | knn | linear_probe_cached | ncm).
+    kind: a name of ``benchmark.kinds.KINDS``: 'train', 'surgical', 'surgical_shift', 'lp_ft',
+      'wise', 'fedavg', a feature evaluator (ridge | knn | linear_probe_cached | logreg | ncm) or
+      its pixel baseline (``pixels_<evaluator>``).
     init: where training (or a feature extractor) starts: 'pretrained' (the benchmark's
       pretrained weights), 'scratch' (random initialisation), or the name of one of the
       config's ``starts`` (``benchmark/starts.py``: weights made once on a source dataset).

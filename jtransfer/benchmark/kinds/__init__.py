@@ -3,7 +3,8 @@
     from jtransfer.benchmark import kinds
     kinds.get("train").fit(ctx, cell, point, splits)
 
-The kinds: 'train' and 'surgical' (``trained.py``: a fine-tune, or one stage of it), 'lp_ft'
+The kinds: 'train', 'surgical' and 'surgical_shift' (``trained.py``: a fine-tune, one stage of
+it, one stage of it trained on a declared shift), 'lp_ft'
 (``lp_ft.py``: fine-tuning from a 'logreg' probe's head), 'wise' (``wise.py``: weight-space
 ensembles of a fine-tune with its start), 'fedavg' (``fedavg.py``), one feature-classifier kind
 per evaluator of ``benchmark/evaluators.py`` (``features.py``: 'ridge', 'knn',
