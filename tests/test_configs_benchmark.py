@@ -10,7 +10,8 @@ from jtransfer import configs_path
 from jtransfer.benchmark import harness
 
 CONFIGS = {"demo": ("", "quick", "full"), "digits_lite0": ("", "quick", "mnist", "resnet"),
-           "fedavg_lite0": ("",), "zeroshot_lite0": ("",), "reptile_lite0": ("", "quick")}
+           "fedavg_lite0": ("",), "zeroshot_lite0": ("",), "reptile_lite0": ("", "quick"),
+           "dann": ("", "quick"), "cifar10_r50": ("", "quick")}
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in CONFIGS.items() for a in args])

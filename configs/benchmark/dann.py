@@ -48,7 +48,9 @@ def get_config(arg=None):
   # No held-out selection: both variants are single fixed points, and choosing anything on
   # labeled target data would break the unsupervised-adaptation premise. val_fraction = 0 keeps
   # the source's whole train split and evaluates once on the target's test split.
-  config.protocol = config_dict.ConfigDict({"val_fraction": 0.0})
+  config.protocol = config_dict.ConfigDict({
+      "val_fraction": 0.0,
+      "comparisons": (("DANN vs source-only, on the target", "dann", "source_only", "test"),)})
   config.shifts = ()
 
   config.variants = config_dict.ConfigDict({"source_only": _variant("source_only"),
