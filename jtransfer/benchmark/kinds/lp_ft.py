@@ -23,12 +23,12 @@ import os
 
 import numpy as np
 
-from jtransfer import methods, models, weights
+from jtransfer import models, weights
 from jtransfer import workdir as wd
 from jtransfer.benchmark import evaluation, evaluators
 from jtransfer.benchmark.kinds.base import Context
 from jtransfer.benchmark.kinds.features import Features, feature_arrays
-from jtransfer.benchmark.kinds.trained import Trained, _keep_export
+from jtransfer.benchmark.kinds.trained import Trained
 from jtransfer.train import inputs, trainer
 from jtransfer.train.config import apply_overrides
 
@@ -47,10 +47,10 @@ def probe_head(ctx: Context, cell, splits) -> dict:
 def probe_start(ctx: Context, cell, splits) -> tuple[str, dict]:
   """The cell's start (pretrained backbone + probe head) as an export dir, written once."""
   rd = wd.RunDir(os.path.join(os.path.dirname(ctx.run_dir_of(cell, {})), "probe_start"))
+  if rd.finished():  # the cell's other trials, or a restart: fitted and written once
+    return rd.export, rd.read_result()
   head = probe_head(ctx, cell, splits)
   facts = {"probe_C": head.get("C"), "probe_converged": bool(head["converged"])}
-  if rd.finished():
-    return rd.export, facts
   cfg = ctx.cell_config(cell, splits=splits)
   num_classes = evaluation.num_classes(cfg.data)
   model = trainer.build_model(cfg.model, num_classes)
@@ -91,13 +91,7 @@ class LPFT(Trained):
 
   def fit(self, ctx: Context, cell, point, splits) -> dict:
     start, facts = probe_start(ctx, cell, splits)
-    run_dir = ctx.run_dir_of(cell, point)
-    cfg = ctx.cell_config(cell, point=point, splits=splits, teacher=start)
-    result = trainer.train_and_evaluate(cfg, run_dir, task=methods.task_for(cfg),
-                                        on_export=_keep_export(run_dir))
-    steps = int(result["step"])
-    return {"val": result["eval"], "run_dir": run_dir, "steps": steps, **facts,
-            **ctx.meter.train(cfg, run_dir, steps)}
+    return {**self.train(ctx, cell, point, splits, teacher=start), **facts}
 
   def finish_row(self, ctx: Context, cell, chosen, row) -> None:
     row["probe_C"] = chosen.get("probe_C")

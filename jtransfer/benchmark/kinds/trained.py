@@ -72,10 +72,15 @@ class Trained(Kind):
       cfg.loss.distill.teacher = teacher
 
   def fit(self, ctx: Context, cell, point, splits) -> dict:
-    run_dir = ctx.run_dir_of(cell, point)
     teacher = ctx.teacher(cell)
-    cfg = ctx.cell_config(cell, point=point, splits=splits,
-                          teacher=wd.RunDir(teacher["run_dir"]).export if teacher else "")
+    return self.train(ctx, cell, point, splits,
+                      teacher=wd.RunDir(teacher["run_dir"]).export if teacher else "")
+
+  def train(self, ctx: Context, cell, point, splits, *, teacher: str) -> dict:
+    """One trial: the trainer on the cell's config at ``point`` (``teacher``: what the kind's
+    ``configure`` receives), its validation scores and cost."""
+    run_dir = ctx.run_dir_of(cell, point)
+    cfg = ctx.cell_config(cell, point=point, splits=splits, teacher=teacher)
     result = trainer.train_and_evaluate(cfg, run_dir, task=methods.task_for(cfg),
                                         on_export=_keep_export(run_dir))
     steps = int(result["step"])

@@ -56,11 +56,11 @@ class WiSE(Kind):
 
   name = "wise"
   arg_names = frozenset({"alpha"})
+  needs_teacher = takes_teacher = True
+  teacher_kinds = (Trained,)
 
   def __init__(self):
     self._curves: dict[str, dict] = {}  # cell id -> alpha -> test/OOD top-1, test to row
-  needs_teacher = takes_teacher = True
-  teacher_kinds = (Trained,)
 
   def check(self, config, name, v, grid, where):
     for p in grid:
@@ -68,14 +68,15 @@ class WiSE(Kind):
       if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"{where}: alpha={alpha!r} outside [0, 1]")
 
-  def _mixed(self, ctx: Context, cell, point):
-    teacher = ctx.teacher(cell)
-    start, meta, tuned, cfg = _ends(teacher)
+  def _mixed(self, ctx: Context, cell, point, ends):
+    """``(model config, classes, θ(α))`` at ``point`` between ``ends`` (``_ends``)."""
+    start, meta, tuned, cfg = ends
     alpha = float(ctx.args(cell, point).get("alpha", 1.0))
-    return cfg.model, int(meta["num_classes"]), interpolate(start, tuned, alpha), teacher
+    return cfg.model, int(meta["num_classes"]), interpolate(start, tuned, alpha)
 
   def fit(self, ctx: Context, cell, point, splits) -> dict:
-    model_cfg, num_classes, mixed, teacher = self._mixed(ctx, cell, point)
+    teacher = ctx.teacher(cell)
+    model_cfg, num_classes, mixed = self._mixed(ctx, cell, point, _ends(teacher))
     cfg = ctx.cell_config(cell, splits=splits)
     val = evaluation.evaluate_variables(model_cfg, num_classes, mixed, cfg.data, splits.val)
     return {"val": val, **{k: teacher[k] for k in COST_FIELDS}}
@@ -84,10 +85,11 @@ class WiSE(Kind):
     """The chosen α on test and the shifts; then (the choice made) every α of the grid, kept
     for the row's ``alpha_curve``."""
     cfg = ctx.cell_config(cell, point=chosen["point"], splits=splits)
+    ends = _ends(ctx.teacher(cell))  # read once for the whole curve
     out, curve = None, {}
     for point in [chosen["point"]] + [p for p in schema.points(ctx.variant(cell))
                                       if p != chosen["point"]]:
-      model_cfg, num_classes, mixed, _ = self._mixed(ctx, cell, point)
+      model_cfg, num_classes, mixed = self._mixed(ctx, cell, point, ends)
       scores = evaluation.on_test_and_shifts(ctx.config, cfg, model_cfg, num_classes, mixed,
                                              splits.test)
       out = scores if out is None else out
