@@ -111,7 +111,7 @@ def _selection(ctx, cell, v, kind) -> str:
   (its first grid point, under within-draw selection)."""
   if not schema.within_draw(ctx.config, cell) or len(schema.points(v)) == 1:
     return v.get("selection", "val")
-  return "within_draw" if kind.cross_validates and int(cell.shots) >= 2 else "rule"
+  return "within_draw" if schema.cross_validated(ctx.config, cell, kind.cross_validates) else "rule"
 
 
 def _run_cell(ctx: kinds.Context, cell: schema.Cell, trials_done: dict) -> dict:

@@ -138,11 +138,17 @@ def within_draw(config, cell) -> bool:
   return protocol_of(config).selection == "within_draw" and cell.shots != "all"
 
 
+def cross_validated(config, cell, cross_validates: bool) -> bool:
+  """Whether ``cell`` scores its points by cross-validation inside its draw: within-draw
+  selection, a kind that can (``Kind.cross_validates``), and at least two examples per class."""
+  return within_draw(config, cell) and cross_validates and int(cell.shots) >= 2
+
+
 def cell_points(config, cell, cross_validates: bool) -> list[dict]:
   """The grid points ``cell`` runs: the variant's grid, or under within-draw selection its first
-  point when the kind cannot cross-validate inside the draw (or the draw has one per class)."""
+  point when it cannot be cross-validated inside the draw (``cross_validated``)."""
   grid = points(config.variants[cell.variant])
-  if within_draw(config, cell) and not (cross_validates and int(cell.shots) >= 2):
+  if within_draw(config, cell) and not cross_validated(config, cell, cross_validates):
     return grid[:1]
   return grid
 
@@ -171,5 +177,6 @@ def runs_at(v, shots, seed) -> bool:
           and (v.get("seeds") is None or seed in tuple(v.seeds)))
 
 
-__all__ = ["Cell", "PROTOCOL_SELECTIONS", "SELECTIONS", "cell_points", "cells", "default_protocol", "point_id", "points", "protocol_of",
-           "runs_at", "shift_name", "shifts_of", "slug", "variant", "within_draw"]
+__all__ = ["Cell", "PROTOCOL_SELECTIONS", "SELECTIONS", "cell_points", "cells", "cross_validated",
+           "default_protocol", "point_id", "points", "protocol_of", "runs_at", "shift_name",
+           "shifts_of", "slug", "variant", "within_draw"]

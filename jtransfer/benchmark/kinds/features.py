@@ -83,7 +83,7 @@ class Features(Kind):
     x, y = evaluation.few(cell, *self.arrays(ctx, cfg, splits.pool))
     d, c = x.shape[1], evaluation.num_classes(cfg.data)
     args = ctx.args(cell, point)
-    if schema.within_draw(ctx.config, cell) and int(cell.shots) >= 2:
+    if schema.cross_validated(ctx.config, cell, self.cross_validates):
       val = self._cross_validate(cell, cfg, args, x, y)
     else:
       val = self._scores(cell, cfg, args, x, y, *self.arrays(ctx, cfg, splits.val))
