@@ -60,15 +60,11 @@ def list_images(spec: str) -> list[str]:
 def _latest_checkpoint_variables(workdir: str) -> dict:
   """``{'params', 'batch_stats'}`` of the newest checkpoint Orbax finds under the run's
   ``checkpoints/`` (a save that a kill left unfinished is not one)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   rd = wd.RunDir(workdir)
-  step = rd.latest_step()
-  if step is None:
+  latest = rd.latest_state()
+  if latest is None:
     raise FileNotFoundError(f"No checkpoints under {rd.checkpoints}")
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  with ocp.CheckpointManager(rd.checkpoints, options=options,
-                             item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  _, state = latest
   return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 

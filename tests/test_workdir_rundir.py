@@ -34,7 +34,7 @@ def test_a_torn_config_is_an_error_naming_the_file(tmp_path):
 
 def test_latest_step_is_orbax_s_and_ignores_a_killed_save(tmp_path):
   rd = RunDir(tmp_path)
-  assert rd.latest_step() is None
+  assert rd.latest_step() is None and rd.latest_state() is None
   ckpt = checkpointing.Checkpointer(rd.checkpoints, best_metric=None, async_save=False)
   state = {"params": {"w": np.ones(3, np.float32)}}
   for step in (2, 5):
@@ -44,3 +44,6 @@ def test_latest_step_is_orbax_s_and_ignores_a_killed_save(tmp_path):
   # What a kill during a save leaves: a temporary directory Orbax never finalised.
   os.makedirs(os.path.join(rd.checkpoints, "9.orbax-checkpoint-tmp-123"))
   assert rd.latest_step() == 5
+  step, restored = rd.latest_state()
+  assert step == 5
+  np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])

@@ -7,6 +7,7 @@ through ``RunDir``, so the names live here and nowhere else.
     cfg = run.read_config()               # a ConfigDict, or None before the run starts
     run.finished()                        # result.json and export/ both there
     run.latest_step()                     # Orbax's newest checkpoint step, or None
+    step, state = run.latest_state()      # and its saved state
 
 The layout (one training run, or one benchmark trial, or one benchmark start):
 
@@ -92,10 +93,27 @@ class RunDir:
     """The newest checkpoint's step, as Orbax sees it (``None``: no checkpoint)."""
     if not os.path.isdir(self.checkpoints):
       return None
+    with self._checkpoint_manager() as manager:
+      return manager.latest_step()
+
+  def latest_state(self) -> tuple[int, Any] | None:
+    """``(step, state)`` of the newest checkpoint (the trainer's ``state`` item, as saved: no
+    abstract tree needed), or ``None``; a save a kill left unfinished is not a checkpoint."""
+    if not os.path.isdir(self.checkpoints):
+      return None
+    with self._checkpoint_manager() as manager:
+      step = manager.latest_step()
+      if step is None:
+        return None
+      import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import)
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      return step, restored["state"]
+
+  def _checkpoint_manager(self):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import)
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(self.checkpoints, options=options) as manager:
-      return manager.latest_step()
+    return ocp.CheckpointManager(self.checkpoints, options=options,
+                                 item_handlers={"state": ocp.StandardCheckpointHandler()})
 
   @staticmethod
   def _read_json(path: str) -> Any:
