@@ -1,4 +1,6 @@
 """Base class of the TFDS builders whose data ships inside an installed package."""
+import sys
+
 from etils import epath
 import tensorflow_datasets as tfds
 
@@ -16,3 +18,22 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def code_path(cls):
     import inspect  # pylint: disable=g-import-not-at-top
     return epath.Path(inspect.getfile(cls))
+
+  # What ``_info`` describes: set by each builder.
+  IMAGE_SHAPE: tuple[int, int, int]
+  CLASS_NAMES: tuple[str, ...]
+  HOMEPAGE: str
+
+  def _info(self):
+    """Images of ``IMAGE_SHAPE`` and labels among ``CLASS_NAMES``; the builder module's
+    docstring as the description."""
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=sys.modules[type(self).__module__].__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=self.IMAGE_SHAPE),
+            'label': tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+    )

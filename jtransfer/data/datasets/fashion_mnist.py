@@ -91,20 +91,11 @@ class FashionMnist(_offline.OfflineBuilder, skip_registration=True):
   """Fashion-MNIST: 60,000 train / 10,000 test 28×28 grey images, 10 classes."""
 
   name = 'fashion_mnist_offline'
+  IMAGE_SHAPE = (28, 28, 1)
+  CLASS_NAMES = CLASS_NAMES  # the module's list, above
+  HOMEPAGE = 'https://github.com/zalandoresearch/fashion-mnist'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'The original train/test split.'}
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://github.com/zalandoresearch/fashion-mnist',
-    )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the files are on disk.

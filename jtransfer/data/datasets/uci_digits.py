@@ -35,20 +35,11 @@ def load_arrays():
 class UciDigits(_offline.OfflineBuilder):
   """scikit-learn digits: 1,347 train / 450 test 8x8 gray images, values 0..16."""
 
+  IMAGE_SHAPE = (8, 8, 1)
+  CLASS_NAMES = tuple(str(i) for i in range(10))
+  HOMEPAGE = 'https://archive.ics.uci.edu/dataset/80'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First 1,347 examples train, last 450 test.'}
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1)),
-            'label': tfds.features.ClassLabel(names=[str(i) for i in range(10)]),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
-    )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded: the data ships with scikit-learn.
