@@ -116,9 +116,10 @@ def _base(quick: bool):
   base.optim.warmup_steps = 2
   steps = steps_for(5, quick=quick)
   base.train.num_steps = steps
-  base.train.eval_every = 0   # one evaluation at the end, on the VALIDATION split (+ the plan's)
   base.train.ckpt_every = 0
   base.train.export = "last"
+  # Evaluated (on the VALIDATION split) at 75 % and at the end, logged ~8 times: what the
+  # convergence check needs.
   base.train.log_every, base.train.eval_every = budget.logging_plan(steps)
   base.train.tensorboard = False
   base.train.progress = False
